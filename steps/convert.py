@@ -1,0 +1,193 @@
+"""Pure logic of `preprocess`: plan the dataset from words.txt, then convert images to TFRecord shards.
+
+Planning (filters, writer-independent split, charset, shard assignment) needs only words.txt, so
+every decision is made and counted before a single image is decoded. Conversion streams the words
+archive once and fans the images out to worker processes that run imaging.preprocess_bytes.
+"""
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing as mp
+import os
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from steps import config, iam, splits, tfrecords
+from steps.charset import Charset
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    writer: str
+    text: str
+    split: str
+    shard: int
+
+
+def plan(words: list[iam.Word], writers: dict[str, str], split: str, train_ratio: float, val_ratio: float,
+         seed: int, max_label_length: int, keep_err: bool, shard_size: int
+         ) -> tuple[list[Sample], Charset, Counter, dict[str, int]]:
+    """Decide which words go where -> (samples, charset, dropped counts by reason, shards per split).
+
+    The charset is that of the training split; val/test words with characters outside it are
+    dropped (a model can never emit them, and their loss cannot be computed) and counted.
+    """
+    if split not in splits.SPLIT_METHODS:
+        raise ValueError(f"split must be one of {splits.SPLIT_METHODS}, got {split!r}")
+    dropped: Counter = Counter()
+    kept = []
+    for w in words:
+        if not w.ok and not keep_err:
+            dropped["err_flag"] += 1
+        elif not w.text:
+            dropped["empty_text"] += 1
+        elif len(w.text) > max_label_length:
+            dropped["too_long"] += 1
+        else:
+            kept.append(w)
+    writer_of = {w.id: writers.get(w.form, w.form) for w in kept}
+    units = [writer_of[w.id] if split == "writer" else w.id for w in kept]
+    unit_split = splits.assign(units, train_ratio, val_ratio, seed)
+    split_of = {w.id: unit_split[u] for w, u in zip(kept, units)}
+    charset = Charset.from_texts(w.text for w in kept if split_of[w.id] == "train")
+    if not charset.characters:
+        raise ValueError("the training split is empty: not enough usable words")
+    by_split: dict[str, list[iam.Word]] = defaultdict(list)
+    for w in kept:
+        if charset.covers(w.text):
+            by_split[split_of[w.id]].append(w)
+        else:
+            dropped["out_of_charset"] += 1
+    samples, shard_counts = [], {}
+    rng = random.Random(seed)
+    for name in config.SPLITS:
+        members = by_split.get(name, [])
+        count = max(1, math.ceil(len(members) / shard_size))
+        shard_counts[name] = count
+        # Shuffled round robin: each shard mixes writers, so a reader interleaving a few shards sees variety.
+        order = list(range(len(members)))
+        rng.shuffle(order)
+        for rank, i in enumerate(order):
+            w = members[i]
+            samples.append(Sample(w.id, writer_of[w.id], w.text, name, rank % count))
+    return samples, charset, dropped, shard_counts
+
+
+# --- conversion -------------------------------------------------------------------------------
+
+_preprocess = None  # per-worker compiled preprocessing, built once by _init_worker
+
+
+def _init_worker(height: int, width: int) -> None:
+    global _preprocess
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from steps import imaging
+
+    # One TF thread per process: the processes are the parallelism, oversubscription only slows them.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    _preprocess = tf.function(lambda data: imaging.preprocess_bytes(data, height, width),
+                              input_signature=[tf.TensorSpec([], tf.string)])
+
+
+def _convert_chunk(chunk: list[tuple[Sample, bytes]]) -> list[tuple[Sample, bytes | None, str | None, tuple[int, int]]]:
+    """Worker: (sample, encoded bytes) -> (sample, serialized example or None, drop reason, original size)."""
+    from PIL import Image  # only for the original size; decoding itself is the TF implementation
+
+    from steps import imaging
+
+    out = []
+    for sample, data in chunk:
+        if not data:
+            out.append((sample, None, "empty_image", (0, 0)))
+            continue
+        if imaging.sniff_format(data) is None:
+            out.append((sample, None, "not_an_image", (0, 0)))
+            continue
+        try:
+            canvas = _preprocess(data).numpy()
+            with Image.open(io.BytesIO(data)) as im:
+                size = (im.height, im.width)
+        except Exception:  # TF raises InvalidArgumentError and friends for truncated/corrupt files
+            out.append((sample, None, "corrupt_image", (0, 0)))
+            continue
+        if not canvas.any():
+            out.append((sample, None, "blank_image", size))
+            continue
+        out.append((sample, tfrecords.serialize(sample.id, sample.writer, sample.text, canvas), None, size))
+    return out
+
+
+def _chunks(pairs: Iterable[tuple[Sample, bytes]], size: int) -> Iterator[list[tuple[Sample, bytes]]]:
+    chunk = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class ConversionResult:
+    written: dict[str, str]             # sample id -> shard file name
+    sizes: dict[str, tuple[int, int]]   # sample id -> original (height, width)
+    dropped: Counter
+    seconds: float
+    previews: dict[str, list[tuple[str, np.ndarray]]]  # split -> a few (text, canvas) for the sample grid
+
+
+def convert(archive: Path, samples: list[Sample], shard_counts: dict[str, int], height: int, width: int,
+            out_dir: Path, workers: int = 0, progress: bool = True, previews: int = 16) -> ConversionResult:
+    """Stream `archive`, preprocess every planned sample with `workers` processes (0 = all cores), write shards."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    workers = workers or os.cpu_count() or 1
+    by_id = {s.id: s for s in samples}
+    files = {(name, i): tfrecords.shard_name(name, i, n) for name, n in shard_counts.items() for i in range(n)}
+    writers = {key: tf.io.TFRecordWriter(str(out_dir / name)) for key, name in files.items()}
+    result = ConversionResult({}, {}, Counter(), 0.0, defaultdict(list))
+    pairs = ((by_id[i], data) for i, data in iam.iter_images(archive, set(by_id)))
+    start = time.perf_counter()
+    bar = tqdm(total=len(samples), desc="preprocess", unit="img", disable=not progress, mininterval=1.0)
+    if workers == 1:
+        _init_worker(height, width)
+        pool, results = None, map(_convert_chunk, _chunks(pairs, 64))
+    else:
+        # spawn, not fork: forking a process that has TF loaded can deadlock its thread pools.
+        pool = mp.get_context("spawn").Pool(workers, _init_worker, (height, width))
+        results = pool.imap(_convert_chunk, _chunks(pairs, 64), chunksize=1)
+    try:
+        for chunk in results:
+            for sample, record, reason, size in chunk:
+                bar.update(1)
+                if record is None:
+                    result.dropped[reason] += 1
+                    continue
+                writers[(sample.split, sample.shard)].write(record)
+                result.written[sample.id] = files[(sample.split, sample.shard)]
+                result.sizes[sample.id] = size
+                if len(result.previews[sample.split]) < previews:
+                    parsed = tfrecords.parse(tf.constant(record), height, width)
+                    result.previews[sample.split].append((sample.text, parsed["image"].numpy()))
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.close()
+        if pool is not None:
+            pool.terminate()
+    result.seconds = time.perf_counter() - start
+    result.dropped["missing_image"] = len(samples) - len(result.written) - sum(result.dropped.values())
+    return result

@@ -1,0 +1,99 @@
+"""The one image preprocessing of the project: bytes -> grayscale -> distortion-free resize -> padded canvas.
+
+preprocess (to build the TFRecords), train (augmentation works on its output), the exported
+inference model (so serve and infer), and the benchmarks all call these functions; there is no
+second implementation to drift from (training/serving skew is the classic bug in HTR projects).
+
+The canvas is uint8, ink high (255 = darkest ink) and paper 0, so zero padding is paper.
+Rounding to uint8 before the model sees it makes the stored TFRecord image and the image that the
+exported model computes from the same bytes bit-identical.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Magic numbers of the formats we accept; TIFF is decoded by tensorflow-io (scanners write TIFF).
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_TF_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8")
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
+
+
+class ImageError(ValueError):
+    """Raised for bytes that are not an image in a supported format."""
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name of the image format of `data` from its magic number, or None if unsupported."""
+    for magic, name in zip(_TF_MAGIC + _TIFF_MAGIC, ("PNG", "JPEG", "BMP", "GIF", "TIFF", "TIFF")):
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def _decode_tiff(data: tf.Tensor) -> tf.Tensor:
+    import tensorflow_io as tfio  # imported lazily: its native ops are only needed for TIFF
+
+    return tfio.experimental.image.decode_tiff(data)  # first page, RGBA uint8
+
+
+def _flatten_to_gray(image: tf.Tensor) -> tf.Tensor:
+    """uint8 [H, W, C] with C in 1..4 -> uint8 [H, W, 1], alpha composited over white.
+
+    Transparent pixels are often stored as (0, 0, 0, 0): dropping alpha would turn the whole
+    background into ink, so it is blended onto paper instead.
+    """
+    x = tf.cast(image, tf.float32)
+    channels = tf.shape(x)[-1]
+    has_alpha = tf.equal(channels % 2, 0)
+    alpha = tf.cond(has_alpha, lambda: x[..., -1:] / 255.0, lambda: tf.ones_like(x[..., :1]))
+    colour = tf.cond(has_alpha, lambda: x[..., :-1], lambda: x)
+    gray = tf.cond(tf.shape(colour)[-1] >= 3,
+                   lambda: tf.image.rgb_to_grayscale(colour[..., :3]),
+                   lambda: colour[..., :1])
+    gray = gray * alpha + 255.0 * (1.0 - alpha)
+    return tf.cast(tf.clip_by_value(tf.round(gray), 0.0, 255.0), tf.uint8)
+
+
+def decode_grayscale(data: tf.Tensor) -> tf.Tensor:
+    """Encoded image bytes (scalar string) -> uint8 [H, W, 1]; first frame of a GIF; TIFF via tensorflow-io."""
+    is_tiff = tf.logical_or(tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[0],
+                            tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[1])
+    image = tf.cond(
+        is_tiff,
+        lambda: _decode_tiff(data),
+        lambda: tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8),
+    )
+    return tf.ensure_shape(_flatten_to_gray(tf.ensure_shape(image, [None, None, None])), [None, None, 1])
+
+
+def resize_pad(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """uint8 [H, W, 1] dark-ink-on-light image -> uint8 [height, width, 1] canvas, ink high, aspect kept.
+
+    The image is scaled to fit the canvas without distortion (never stretched), then centred with
+    background padding, as in the Keras IAM example but with ink-high pixels so padding is blank.
+    Contrast is stretched per image first (paper -> 0, darkest ink -> 255): scans differ in paper
+    grey and ink strength, and an unstretched grey paper would leave a visible edge at the padding.
+    """
+    x = tf.cast(image, tf.float32)
+    paper, darkest = tf.reduce_max(x), tf.reduce_min(x)
+    ink = (paper - x) * (255.0 / tf.maximum(paper - darkest, 1.0))
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.minimum(height / shape[0], width / shape[1])
+    new_h = tf.clip_by_value(tf.cast(tf.round(shape[0] * scale), tf.int32), 1, height)
+    new_w = tf.clip_by_value(tf.cast(tf.round(shape[1] * scale), tf.int32), 1, width)
+    resized = tf.image.resize(ink, [new_h, new_w], method="area", antialias=True)
+    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    top = (height - new_h) // 2
+    left = (width - new_w) // 2
+    canvas = tf.pad(resized, [[top, height - new_h - top], [left, width - new_w - left], [0, 0]])
+    return tf.ensure_shape(canvas, [height, width, 1])
+
+
+def preprocess_bytes(data: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Encoded image bytes -> uint8 [height, width, 1] model canvas. Usable eagerly and in tf.data/graphs."""
+    return resize_pad(decode_grayscale(data), height, width)
+
+
+def to_model_input(canvas: tf.Tensor) -> tf.Tensor:
+    """uint8 canvas -> float32 in [0, 1], the model's input scaling."""
+    return tf.cast(canvas, tf.float32) / 255.0
