@@ -62,3 +62,29 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
     words = sum(len(r.split()) for r in references)
     return {"cer": char_errors / max(chars, 1), "wer": word_errors / max(words, 1),
             "char_errors": char_errors, "chars": chars, "word_errors": word_errors, "words": words}
+
+
+def alignment(reference: str, hypothesis: str) -> list[tuple[str, str]]:
+    """Character pairs of a minimal edit path: (r, h) substitutions/matches, (r, "") deletions, ("", h) insertions."""
+    n, m = len(reference), len(hypothesis)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        cost[i][0] = i
+    for j in range(m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1,
+                             cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]))
+    pairs, i, j = [], n, m
+    while i or j:
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]):
+            pairs.append((reference[i - 1], hypothesis[j - 1]))
+            i, j = i - 1, j - 1
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            pairs.append((reference[i - 1], ""))
+            i -= 1
+        else:
+            pairs.append(("", hypothesis[j - 1]))
+            j -= 1
+    return pairs[::-1]

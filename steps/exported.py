@@ -71,7 +71,10 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         self._load(Path(context.artifacts[SAVED_MODEL]), Path(context.artifacts[CHARSET]))
 
     def _load(self, saved_model: Path, charset_path: Path) -> None:
-        import tensorflow_io  # noqa: F401  registers the TIFF op the SavedModel graph uses
+        # tensorflow-io registers its ops lazily; the SavedModel's TIFF branch needs IO>DecodeTiff loaded.
+        from tensorflow_io.python.ops import core_ops
+
+        core_ops.io_decode_tiff  # noqa: B018  (attribute access loads the op library)
 
         self.module = tf.saved_model.load(str(saved_model))
         self.charset = Charset.load(charset_path)

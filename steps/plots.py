@@ -41,3 +41,31 @@ def curves(series: dict[str, Sequence[float]], path: Path, title: str, ylabel: s
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def histogram(values: Sequence[float], path: Path, title: str, xlabel: str, bins: int = 20) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(values, bins=bins, color="steelblue", edgecolor="white")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("samples")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def bars(labels: Sequence[str], values: Sequence[float], path: Path, title: str, xlabel: str, ylabel: str,
+         horizontal: bool = False) -> Path:
+    fig, ax = plt.subplots(figsize=(7, max(4, 0.3 * len(labels))) if horizontal else (7, 4))
+    if horizontal:
+        ax.barh(list(labels)[::-1], list(values)[::-1], color="indianred")
+    else:
+        ax.bar(list(labels), list(values), color="steelblue")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
