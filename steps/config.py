@@ -25,6 +25,7 @@ REGISTERED_MODEL = "HandwritingRecognitionModel"
 # (members like a01/a01-000u/a01-000u-00-00.png), read in place by preprocess.
 WORDS_TXT = "words.txt"
 WORDS_ARCHIVE = "words.tgz"
+FORMS_TXT = "forms.txt"                 # optional: form id -> writer id (official IAM ascii.tgz, synthetic)
 
 # Files inside dataset/.
 CHARSET_FILE = "charset.json"

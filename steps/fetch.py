@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import requests
+import urllib3
 from tqdm import tqdm
 
 from steps import config, iam
@@ -35,13 +36,17 @@ except ImportError:  # pragma: no cover
 
 ZIP_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
-ASCII_ARCHIVE = "ascii.tgz"          # official IAM: words.txt lives in here
+ASCII_ARCHIVE = "ascii.tgz"          # official IAM: words.txt and forms.txt live in here
 IAM_REGISTER_URL = "https://fki.tic.heia-fr.ch/register"
 CHUNK = 1 << 20
 
 
 class DownloadError(Exception):
     """A download or archive problem; the message tells the user what to do."""
+
+
+class CorruptArchive(DownloadError):
+    """A truncated or corrupt archive: a cached copy of it must go, so that a rerun fetches it again."""
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,8 @@ def local_path(source: str) -> Path:
     return Path(source).expanduser()
 
 
-def redact(url: str) -> str:
-    """The URL without user:password@ (and without a query string, which may hold tokens)."""
+def redact(url: str, keep_query: bool = False) -> str:
+    """The URL without user:password@ and, unless keep_query, without the query (it may hold tokens)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https", "ftp", "file") or not parts.netloc:
         return url
@@ -90,7 +95,7 @@ def redact(url: str) -> str:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = host + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query if keep_query else "", ""))
 
 
 def sha256_file(path: Path) -> str:
@@ -144,7 +149,8 @@ def fetch_url(url: str, cache_dir: Path, *, auth: tuple[str, str] | None = None,
     """
     shown = redact(url)
     name = PurePosixPath(urllib.parse.urlsplit(url).path).name or "download"
-    directory = cache_dir / hashlib.sha256(shown.encode()).hexdigest()[:16]
+    # keyed by the URL with its query (another ?version= is another file) but never the credentials
+    directory = cache_dir / hashlib.sha256(redact(url, keep_query=True).encode()).hexdigest()[:16]
     directory.mkdir(parents=True, exist_ok=True)
     final, part = directory / name, directory / (name + ".part")
     with contextlib.closing(_lock(directory)):
@@ -175,20 +181,21 @@ def _download(url: str, shown: str, part: Path, auth, retries: int, backoff: flo
     with requests.Session() as session:
         while True:
             offset = part.stat().st_size if part.exists() else 0
-            headers = {"Range": f"bytes={offset}-"} if offset else {}
+            # identity: byte offsets must refer to the file itself, not to a compressed transfer of it
+            headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
             wrote, error = 0, None
             try:
                 with session.get(url, headers=headers, auth=auth, stream=True, timeout=(30, timeout)) as r:
-                    if r.status_code == 416:  # the .part is already the whole file, or is junk
+                    if r.status_code == 416 and offset:  # the .part is already the whole file, or is junk
                         total = r.headers.get("Content-Range", "").rpartition("/")[2]
                         if total.isdigit() and int(total) == offset:
                             return transferred
                         part.unlink()
-                        continue
+                        continue  # from zero, without a Range header
                     _check_status(r, shown, auth is not None)
                     if r.status_code == 206 and not _range_matches(r, offset):
-                        part.unlink()  # a range we did not ask for: start over
-                        continue
+                        part.unlink(missing_ok=True)  # a range we did not ask for: start over
+                        raise _Retryable(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
                     if r.status_code == 200:
                         offset = 0  # the server ignored the Range: the body is the whole file
                     length = r.headers.get("Content-Length")
@@ -198,7 +205,9 @@ def _download(url: str, shown: str, part: Path, auth, retries: int, backoff: flo
                             desc=part.name[:-5], disable=not progress or None, leave=False) as bar:
                         f.seek(offset)
                         f.truncate()
-                        for block in r.iter_content(CHUNK):
+                        # read1 hands over whatever has arrived, so a dropped connection loses nothing
+                        # that was received; decode_content=False keeps the archive bytes as served.
+                        while block := r.raw.read1(CHUNK, decode_content=False):
                             f.write(block)
                             wrote += len(block)
                             bar.update(len(block))
@@ -207,14 +216,15 @@ def _download(url: str, shown: str, part: Path, auth, retries: int, backoff: flo
                     return transferred + wrote
             except _Retryable as e:
                 error = e
-            except requests.RequestException as e:  # connection reset, timeout, truncated body
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as e:  # reset, timeout, cut body
                 error = e
             transferred += wrote
             failures = 0 if wrote else failures + 1
             if failures >= retries:
+                kept = part.stat().st_size if part.exists() else 0
+                resume = f": the {kept} bytes received are kept in {part} and will be resumed" if kept else ""
                 raise DownloadError(f"could not download {shown} ({failures} attempts in a row failed: "
-                                    f"{_describe(error)}). Check the network and rerun: the partial download "
-                                    f"is kept in {part} and will be resumed.") from None
+                                    f"{_describe(error)}). Check the network and rerun{resume}.") from None
             time.sleep(min(backoff * 2 ** max(failures - 1, 0), 60))
 
 
@@ -280,8 +290,8 @@ def _refuse(shown: str, member: str, why: str) -> DownloadError:
                          "The archive is not a genuine IAM archive: get it from the official site or the mirror.")
 
 
-def _corrupt(shown: str, error: Exception) -> DownloadError:
-    return DownloadError(f"{shown} is truncated or corrupt ({_describe(error)}): delete it and download it again.")
+def _corrupt(shown: str, error: Exception) -> CorruptArchive:
+    return CorruptArchive(f"{shown} is truncated or corrupt ({_describe(error)}).")
 
 
 @contextlib.contextmanager
@@ -318,17 +328,21 @@ def scan_words_archive(path: Path, shown: str) -> list[str]:
     return images
 
 
-def extract_words_txt_from_tar(path: Path, dest: Path, shown: str) -> None:
-    """Copy words.txt out of the official ascii.tgz (checking every member) into `dest`."""
-    found = False
+def extract_from_ascii(path: Path, out_dir: Path, shown: str) -> None:
+    """Copy words.txt (required) and forms.txt (writer ids, if present) out of the official ascii.tgz.
+
+    Every member is checked; only those two files are written, under fixed names.
+    """
+    wanted = {config.WORDS_TXT, config.FORMS_TXT}
     with _reading_tar(path, shown) as tar:
         for m in tar:
             _check_tar_member(m, shown)
-            if m.isreg() and PurePosixPath(m.name).name == config.WORDS_TXT and not found:
-                with tar.extractfile(m) as src, open(dest, "wb") as out:
+            name = PurePosixPath(m.name).name
+            if m.isreg() and name in wanted:
+                with tar.extractfile(m) as src, open(out_dir / name, "wb") as out:
                     shutil.copyfileobj(src, out, CHUNK)
-                found = True
-    if not found:
+                wanted.discard(name)
+    if config.WORDS_TXT in wanted:
         raise _missing_words_txt(shown)
 
 
@@ -338,23 +352,24 @@ def _missing_words_txt(shown: str) -> DownloadError:
 
 
 def extract_from_zip(path: Path, out_dir: Path, shown: str) -> None:
-    """Copy words.tgz and words.txt out of a mirror-style zip (`IAM_Words/words.tgz`, ...) into out_dir.
+    """Copy words.tgz, words.txt (and forms.txt if present) out of a mirror-style zip into out_dir.
 
-    Every member is checked first; only the two files are written, under fixed names.
+    The mirror holds `IAM_Words/words.tgz` and `IAM_Words/words.txt`. Every member is checked
+    first; only those files are written, under fixed names.
     """
     try:
         with zipfile.ZipFile(path) as zf:
             picked: dict[str, zipfile.ZipInfo] = {}
             for info in zf.infolist():
-                mode = info.external_attr >> 16
+                kind = (info.external_attr >> 16) & 0o170000  # Unix file type; 0 when made elsewhere
                 why = _unsafe(info.filename)
-                if why is None and mode and not (mode & 0o170000 in (0o100000, 0o040000)):
-                    why = "symlink" if mode & 0o170000 == 0o120000 else "special file"
+                if why is None and kind not in (0, 0o100000, 0o040000):
+                    why = "symlink" if kind == 0o120000 else "special file"
                 if why:
                     raise _refuse(shown, info.filename, why)
                 parts = PurePosixPath(info.filename).parts
                 wanted = parts[-1] if len(parts) <= 2 else None  # at the top or one folder down
-                if wanted in (config.WORDS_ARCHIVE, config.WORDS_TXT) and not info.is_dir():
+                if wanted in (config.WORDS_ARCHIVE, config.WORDS_TXT, config.FORMS_TXT) and not info.is_dir():
                     picked.setdefault(wanted, info)
             if config.WORDS_TXT not in picked:
                 raise _missing_words_txt(shown)
@@ -377,10 +392,11 @@ def _place(src: Path, dest: Path) -> None:
 
 # ---------------------------------------------------------------- the raw layout
 
-def describe_raw(out_dir: Path) -> dict:
+def describe_raw(out_dir: Path, origin: str = "") -> dict:
     """Validate a canonical raw dir (words.txt + words.tgz) and count what it holds.
 
-    Also the final check for synthetic data, so every raw/ passes the same gate.
+    Also the final check for synthetic data, so every raw/ passes the same gate. `origin` names
+    where the files came from, for error messages.
     """
     words_txt, archive = out_dir / config.WORDS_TXT, out_dir / config.WORDS_ARCHIVE
     if not words_txt.exists():
@@ -390,16 +406,17 @@ def describe_raw(out_dir: Path) -> dict:
     if not words:
         raise DownloadError(f"{config.WORDS_TXT} has no word lines (id ok|err grey x y w h tag text): "
                             "it is not IAM's words.txt.")
-    images = scan_words_archive(archive, config.WORDS_ARCHIVE)
+    images = scan_words_archive(archive, f"{config.WORDS_ARCHIVE} from {origin}" if origin else config.WORDS_ARCHIVE)
     ids = {iam.member_id(n) for n in images}
     matched = sum(w.id in ids for w in words)
     if matched == 0:
         raise DownloadError(f"no word of {config.WORDS_TXT} has an image in {config.WORDS_ARCHIVE} "
                             f"(first image: {images[0]}): the two files do not belong together.")
     ok = sum(w.ok for w in words)
+    present = [p for p in (words_txt, archive, out_dir / config.FORMS_TXT) if p.exists()]
     return {"words": len(words), "words_ok": ok, "words_err": len(words) - ok, "malformed_lines": len(malformed),
             "images": len(images), "words_without_image": len(words) - matched,
-            "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in (words_txt, archive)}}
+            "raw_files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in present}}
 
 
 def _local(source: str) -> Fetched:
@@ -421,7 +438,12 @@ def resolve_source(source: str) -> tuple[str, dict[str, str]]:
         name = PurePosixPath(path).name
         if not (path.endswith("/") or "." not in name or name in (config.WORDS_ARCHIVE, ASCII_ARCHIVE)):
             return "zip", {"": source}
-        base = source if path.endswith("/") else source.rsplit("/", 1)[0] + "/" if "." in name else source + "/"
+        if path.endswith("/"):
+            base = source
+        elif "." in name:  # .../words.tgz or .../ascii.tgz
+            base = source.rsplit("/", 1)[0] + "/"
+        else:
+            base = source + "/"
         return "official", {n: urllib.parse.urljoin(base, n) for n in (config.WORDS_ARCHIVE, ASCII_ARCHIVE)}
     scheme = urllib.parse.urlsplit(source).scheme
     if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
@@ -473,6 +495,24 @@ def prepare_iam(source: str, out_dir: Path, *, cache_dir: Path, sha256: str = ""
         fetched[name] = f
     download_seconds = time.monotonic() - started
 
+    try:
+        raw = _unpack(layout, fetched, out_dir, source)
+    except CorruptArchive as e:
+        # evict the cached download the message names (not, say, a good 1 GB words.tgz beside a bad ascii.tgz)
+        cached = [f.path for f in fetched.values() if is_remote(f.source) and f.source in str(e)]
+        for path in cached:
+            path.unlink(missing_ok=True)
+        raise CorruptArchive(f"{e} " + ("The cached download was deleted: rerun to fetch it again." if cached
+                                        else "Replace it with a complete copy.")) from None
+    return {"dataset": "iam", "source": redact(source), "layout": layout,
+            "fetched": {f.path.name: f.record() for f in fetched.values()},
+            "bytes": sum(f.bytes for f in fetched.values()),
+            "bytes_downloaded": sum(f.downloaded for f in fetched.values()),
+            "download_seconds": round(download_seconds, 3), **raw}
+
+
+def _unpack(layout: str, fetched: dict[str, Fetched], out_dir: Path, source: str) -> dict:
+    """Write the canonical layout from the fetched files; returns describe_raw()."""
     if layout == "zip":
         f = fetched[""]
         if sniff(f.path, f.source) != "zip":
@@ -483,11 +523,11 @@ def prepare_iam(source: str, out_dir: Path, *, cache_dir: Path, sha256: str = ""
         _place(fetched[config.WORDS_ARCHIVE].path, out_dir / config.WORDS_ARCHIVE)
         if layout == "official":
             a = fetched[ASCII_ARCHIVE]
-            extract_words_txt_from_tar(a.path, out_dir / config.WORDS_TXT, a.source)
+            extract_from_ascii(a.path, out_dir, a.source)
         else:
             _place(fetched[config.WORDS_TXT].path, out_dir / config.WORDS_TXT)
-    return {"dataset": "iam", "source": redact(source), "layout": layout,
-            "fetched": {f.path.name: f.record() for f in fetched.values()},
-            "bytes": sum(f.bytes for f in fetched.values()),
-            "bytes_downloaded": sum(f.downloaded for f in fetched.values()),
-            "download_seconds": round(download_seconds, 3), **describe_raw(out_dir)}
+            forms = local_path(source) / config.FORMS_TXT
+            if forms.is_file():
+                _place(forms, out_dir / config.FORMS_TXT)
+    words = fetched.get("") or fetched[config.WORDS_ARCHIVE]
+    return describe_raw(out_dir, words.source)

@@ -66,17 +66,25 @@ def decode_grayscale(data: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(_flatten_to_gray(tf.ensure_shape(image, [None, None, None])), [None, None, 1])
 
 
+def _levels(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(paper, darkest ink) grey levels: the median pixel (paper covers most of a word crop, and the
+    median ignores noise that the maximum would pick up) and the 1st percentile."""
+    values = tf.sort(tf.reshape(x, [-1]))
+    n = tf.size(values)
+    return values[n // 2], values[n // 100]
+
+
 def resize_pad(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
     """uint8 [H, W, 1] dark-ink-on-light image -> uint8 [height, width, 1] canvas, ink high, aspect kept.
 
     The image is scaled to fit the canvas without distortion (never stretched), then centred with
     background padding, as in the Keras IAM example but with ink-high pixels so padding is blank.
-    Contrast is stretched per image first (paper -> 0, darkest ink -> 255): scans differ in paper
+    Contrast is stretched per image first (median paper -> 0, darkest ink -> 255): scans differ in paper
     grey and ink strength, and an unstretched grey paper would leave a visible edge at the padding.
     """
     x = tf.cast(image, tf.float32)
-    paper, darkest = tf.reduce_max(x), tf.reduce_min(x)
-    ink = (paper - x) * (255.0 / tf.maximum(paper - darkest, 1.0))
+    paper, darkest = _levels(x)
+    ink = tf.clip_by_value((paper - x) * (255.0 / tf.maximum(paper - darkest, 1.0)), 0.0, 255.0)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.minimum(height / shape[0], width / shape[1])
     new_h = tf.clip_by_value(tf.cast(tf.round(shape[0] * scale), tf.int32), 1, height)

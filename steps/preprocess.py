@@ -34,7 +34,7 @@ def build(raw_dir: Path, out_dir: Path, split: str, train_ratio: float, val_rati
     words, malformed = iam.parse_words(words_txt.read_text(encoding="utf-8", errors="replace").splitlines())
     if not words:
         raise click.ClickException(f"{words_txt} holds no valid word lines ({len(malformed)} malformed)")
-    forms_txt = raw_dir / "forms.txt"
+    forms_txt = raw_dir / config.FORMS_TXT
     writers = iam.parse_forms(forms_txt.read_text().splitlines()) if forms_txt.is_file() else {}
     tracking.log(f"{len(words)} words, {len(malformed)} malformed lines"
                  + "".join(f"\n  line {n}: {line[:80]!r}" for n, line in malformed[:5]))

@@ -24,10 +24,18 @@ def start_step(step: str, params: dict[str, object]) -> mlflow.ActiveRun:
     run = mlflow.start_run()
     mlflow.set_tags({config.TAG_STEP: step, config.TAG_CODE_DIGEST: config.code_digest()})
     logged = mlflow.get_run(run.info.run_id).data.params
-    missing = {k: str(v) for k, v in params.items() if k not in logged}
+    missing = {k: param_value(v) for k, v in params.items() if k not in logged}
     if missing:
         mlflow.log_params(missing)
     return run
+
+
+def param_value(value: object) -> str:
+    """A parameter as `mlflow run` stores it (shell-quoted: "" becomes "''"), so direct and
+    `mlflow run` launches of a step log, and are matched by, the same strings."""
+    from mlflow.utils.string_utils import quote
+
+    return quote(str(value))
 
 
 def log(message: str) -> None:
@@ -41,7 +49,8 @@ def find_run(step: str, params: dict[str, object] | None = None, experiment_id: 
         active = mlflow.active_run()
         experiment_id = active.info.experiment_id if active else os.environ.get("MLFLOW_EXPERIMENT_ID", "0")
     clauses = [f"tags.`{config.TAG_STEP}` = '{step}'", "attributes.status = 'FINISHED'"]
-    clauses += [f"params.`{k}` = '{v}'" for k, v in (params or {}).items()]
+    # Double-quoted literals: stored values are shell-quoted and so may hold single quotes.
+    clauses += [f'params.`{k}` = "{param_value(v)}"' for k, v in (params or {}).items()]
     runs = mlflow.search_runs([experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"],
                               max_results=1, output_format="list")
     return runs[0] if runs else None

@@ -1,0 +1,100 @@
+"""Step `download`: get the raw dataset and log it in the canonical raw layout.
+
+Inputs:  `dataset`: synthetic (generated offline, the default) or iam (research-only licence: opt in);
+         `source` (iam): URL, file:// URL or local path of the Keras example mirror zip, or of the
+         directory holding the official words.tgz + ascii.tgz ("" = the mirror); credentials for the
+         official server come from env IAM_USER / IAM_PASSWORD only; `sha256`: checked when given
+         (<hex> for the zip or words.tgz, or words.tgz=<hex>,ascii.tgz=<hex>);
+         `num_words`, `num_writers`, `seed` (synthetic).
+Outputs: artifacts raw/ (words.txt + words.tgz, plus forms.txt when the source has it) and
+         download.json (dataset, source without credentials, sha256 and bytes of each file, counts,
+         seconds); metrics bytes_downloaded, download_seconds, throughput (MB/s), words, images.
+Cache:   downloads are kept in $HWR_CACHE_DIR (default ~/.cache/handwriting-recognition), so reruns
+         do not fetch again and an interrupted download resumes.
+
+    mlflow run . -e download --env-manager local
+    mlflow run . -e download --env-manager local -P dataset=iam
+    mlflow run . -e download --env-manager local -P dataset=iam -P source=https://fki.tic.heia-fr.ch/DBs/iamDB/data/
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import mlflow
+
+from steps import config, fetch, tracking
+
+D = config.defaults("download")
+
+
+def _credentials() -> tuple[str, str] | None:
+    user, password = os.environ.get("IAM_USER", ""), os.environ.get("IAM_PASSWORD", "")
+    if bool(user) != bool(password):
+        raise click.ClickException("set both IAM_USER and IAM_PASSWORD (or neither)")
+    return (user, password) if user else None
+
+
+def _synthetic(out: Path, source: str, sha256: str, num_words: int, num_writers: int, seed: int) -> dict:
+    if source or sha256:
+        raise fetch.DownloadError("dataset=synthetic generates its data: -P source and -P sha256 apply to "
+                                  "dataset=iam only (drop them, or add -P dataset=iam)")
+    from steps import synthetic  # imported here: it pulls in the image stack, which iam does not need
+
+    started = time.monotonic()
+    counts = synthetic.generate(out, num_words, num_writers, seed)
+    seconds = time.monotonic() - started
+    return {"dataset": "synthetic", "source": "synthetic", "layout": "directory",
+            "synthetic": {"num_words": num_words, "num_writers": num_writers, "seed": seed, **counts},
+            "fetched": {}, "bytes": 0, "bytes_downloaded": 0, "download_seconds": round(seconds, 3),
+            **fetch.describe_raw(out)}
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(["synthetic", "iam"]), default=D["dataset"], show_default=True)
+@click.option("--source", default=D["source"], help="iam: URL or path of the mirror zip or official directory")
+@click.option("--sha256", default=D["sha256"], help="expected sha256 of the fetched archive ('' = not checked)")
+@click.option("--num-words", type=int, default=D["num_words"], show_default=True, help="synthetic only")
+@click.option("--num-writers", type=int, default=D["num_writers"], show_default=True, help="synthetic only")
+@click.option("--seed", type=int, default=D["seed"], show_default=True)
+def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: int, seed: int) -> None:
+    started = time.monotonic()
+    auth = _credentials()
+    shown = fetch.redact(source)
+    if shown != source and os.environ.get("MLFLOW_RUN_ID"):
+        tracking.log("warning: the source URL holds credentials and `mlflow run` has stored it as the run's "
+                     "`source` param: delete that run, and pass credentials via IAM_USER/IAM_PASSWORD instead")
+    params = {"dataset": dataset, "source": shown, "sha256": sha256, "num_words": num_words,
+              "num_writers": num_writers, "seed": seed}
+    with tracking.start_step("download", params) as run, tempfile.TemporaryDirectory(prefix="hwr-download-") as tmp:
+        out = Path(tmp) / config.RAW_ARTIFACT
+        out.mkdir()
+        try:
+            if dataset == "synthetic":
+                info = _synthetic(out, source, sha256, num_words, num_writers, seed)
+            else:
+                info = fetch.prepare_iam(source, out, cache_dir=fetch.default_cache_dir(), sha256=sha256, auth=auth)
+        except fetch.DownloadError as e:
+            message = str(e).replace(auth[1], "***") if auth else str(e)  # belt and braces
+            raise click.ClickException(message) from None
+        info["seconds"] = round(time.monotonic() - started, 3)
+        # raw/ goes first and download.json last: the run only finishes once both are complete.
+        mlflow.log_artifacts(str(out), config.RAW_ARTIFACT)
+        (Path(tmp) / config.DOWNLOAD_INFO).write_text(json.dumps(info, indent=2) + "\n")
+        mlflow.log_artifact(str(Path(tmp) / config.DOWNLOAD_INFO))
+        seconds = info["download_seconds"]
+        mlflow.log_metrics({
+            "bytes_downloaded": info["bytes_downloaded"], "download_seconds": seconds,
+            "throughput": info["bytes_downloaded"] / 1e6 / seconds if seconds > 0 else 0.0,
+            "words": info["words"], "images": info["images"]})
+    tracking.log(f"download run {run.info.run_id}: {config.RAW_ARTIFACT}/ holds {info['words']} words and "
+                 f"{info['images']} images ({info['bytes_downloaded'] / 1e6:.1f} MB downloaded, "
+                 f"{info['seconds']:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
