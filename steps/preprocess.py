@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import click
@@ -40,7 +42,11 @@ def build(raw_dir: Path, out_dir: Path, split: str, train_ratio: float, val_rati
                  + "".join(f"\n  line {n}: {line[:80]!r}" for n, line in malformed[:5]))
     samples, charset, dropped, shard_counts = convert.plan(
         words, writers, split, train_ratio, val_ratio, seed, max_label_length, keep_err, shard_size)
-    result = convert.convert(archive, samples, shard_counts, image_height, image_width, out_dir, workers, progress)
+    try:
+        result = convert.convert(archive, samples, shard_counts, image_height, image_width, out_dir, workers, progress)
+    except (tarfile.TarError, EOFError, zlib.error) as e:
+        raise click.ClickException(f"{archive.name} in {raw_dir} is not a readable tar archive ({e}): "
+                                   f"download it again (mlflow run . -e download)") from None
     dropped.update(result.dropped)
     dropped["malformed_line"] = len(malformed)
 
@@ -90,11 +96,11 @@ def _digest(out_dir: Path) -> str:
 def _log_lineage(stats: dict, raw_uri: str) -> None:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.data.sources import LocalArtifactDatasetSource
-    from mlflow.types.schema import ColSpec, Schema, TensorSpec
-    import numpy as np
+    from mlflow.types.schema import ColSpec, Schema
 
-    schema = Schema([ColSpec("string", "id"), ColSpec("string", "text"),
-                     TensorSpec(np.dtype(np.uint8), (stats["image_height"], stats["image_width"], 1), "image")])
+    # MLflow schemas cannot mix column and tensor specs: the image is its raw uint8 canvas bytes.
+    schema = Schema([ColSpec("string", "id"), ColSpec("string", "writer"), ColSpec("string", "text"),
+                     ColSpec("binary", "image")])
     run = mlflow.active_run()
     source = LocalArtifactDatasetSource(f"{run.info.artifact_uri}/{config.DATASET_ARTIFACT}")
     mlflow.log_input(MetaDataset(source, name=f"iam-words-{stats['digest']}", digest=stats["digest"], schema=schema),

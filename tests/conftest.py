@@ -148,3 +148,46 @@ def mlflow_run():
         return subprocess.run([str(Path(bindir) / "mlflow"), "run", ".", *args], cwd=REPO, env=full_env,
                               capture_output=True, text=True, timeout=timeout)
     return run
+
+
+@dataclass
+class StepChain:
+    """A session-wide tracking store holding one real download -> preprocess chain (tiny synthetic set)."""
+    root: Path
+    env: dict[str, str]
+    download_run: str = ""
+    preprocess_run: str = ""
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """`mlflow run . <args>` against this store; fails the test with the step's stderr if it fails."""
+        proc = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", ".", *args], cwd=REPO,
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        return proc
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+
+    def newest(self, step: str):
+        (run,) = self.client().search_runs(["0"], f"tags.`hwr.step` = '{step}'", order_by=["start_time DESC"],
+                                           max_results=1)
+        return run
+
+
+@pytest.fixture(scope="session")
+def step_chain(tmp_path_factory, _empty_mlflow_db) -> StepChain:
+    """download (200 synthetic words, 6 writers) then preprocess, both through `mlflow run`, once per session."""
+    root = tmp_path_factory.mktemp("chain")
+    shutil.copyfile(_empty_mlflow_db, root / "mlflow.db")
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", HWR_CACHE_DIR=str(root / "cache"),
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    chain = StepChain(root, env)
+    for args in (("-e", "download", "--env-manager", "local", "-P", "num_words=240", "-P", "num_writers=8"),
+                 ("-e", "preprocess", "--env-manager", "local", "-P", "shard_size=60")):
+        proc = chain.run(*args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    chain.download_run = chain.newest("download").info.run_id
+    chain.preprocess_run = chain.newest("preprocess").info.run_id
+    return chain

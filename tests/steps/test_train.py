@@ -1,0 +1,127 @@
+"""`mlflow run . -e train` then `-e evaluate` on the session's tiny dataset, checked through the MLflow client;
+and train's resume-after-kill on the same data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from steps import config
+
+TINY = ["-P", "epochs=2", "-P", "batch_size=16", "-P", "conv_filters=8,16", "-P", "rnn_units=32",
+        "-P", "dense_units=16"]
+
+
+@pytest.fixture(scope="module")
+def trained(step_chain):
+    data = f"runs:/{step_chain.preprocess_run}/{config.DATASET_ARTIFACT}"
+    proc = step_chain.run("-e", "train", "--env-manager", "local", "-P", f"data={data}", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_run = step_chain.newest("train")
+    model_uri = f"runs:/{train_run.info.run_id}/{config.MODEL_ARTIFACT}"
+    proc = step_chain.run("-e", "evaluate", "--env-manager", "local", "-P", f"model_uri={model_uri}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return train_run, step_chain.newest("evaluate"), model_uri
+
+
+def test_train_logs_metrics_per_epoch_params_plots_and_model(step_chain, trained):
+    train_run, _, model_uri = trained
+    client = step_chain.client()
+    run = client.get_run(train_run.info.run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("loss", "val_loss", "val_cer", "val_wer", "learning_rate", "samples_per_second"):
+        history = client.get_metric_history(run.info.run_id, key)
+        assert [h.step for h in history] == [0, 1], key
+    assert 0.0 <= run.data.metrics["best_val_cer"] <= 1.5
+    p = run.data.params
+    assert (p["batch_size"], p["epochs"], p["image_height"], p["image_width"]) == ("16", "2", "32", "128")
+    assert p["train_ratio"] == "0.75" and p["val_ratio"] == "0.15" and p["max_sequence_length"] == "24"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"loss.png", "cer.png", "val_predictions.png"} <= artifacts
+    import mlflow
+
+    mlflow.set_tracking_uri(step_chain.env["MLFLOW_TRACKING_URI"])
+    try:
+        info = mlflow.models.get_model_info(model_uri)
+        assert info.signature.inputs.input_names() == ["image"]
+        assert set(info.signature.outputs.input_names()) == {"text", "confidence"}
+        assert info.saved_input_example_info is not None
+        model = mlflow.pyfunc.load_model(model_uri)
+        reqs = mlflow.pyfunc.get_model_dependencies(model_uri)
+        pinned = open(reqs).read()
+        assert "tensorflow-cpu==2.17.1" in pinned and "mlflow==" in pinned
+        example = model.input_example
+        out = model.predict(example)
+        assert list(out.columns) == ["text", "confidence"] and 0.0 <= out["confidence"][0] <= 1.0
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_evaluate_logs_test_metrics_predictions_and_plots(step_chain, trained):
+    train_run, eval_run, model_uri = trained
+    client = step_chain.client()
+    run = client.get_run(eval_run.info.run_id)
+    m = run.data.metrics
+    for key in ("test_loss", "test_cer", "test_wer", "test_cer_beam", "test_wer_beam"):
+        assert key in m and m[key] >= 0
+    assert run.data.tags["hwr.model_uri"] == model_uri
+    assert run.data.tags["hwr.train_run"] == train_run.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {config.PREDICTIONS_FILE, "cer_histogram.png", "cer_by_length.png", "confusions.png",
+            "worst_and_best.png"} <= artifacts
+    import mlflow
+    import pyarrow.parquet as pq
+
+    from steps import ctc
+
+    mlflow.set_tracking_uri(step_chain.env["MLFLOW_TRACKING_URI"])
+    try:
+        path = mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/{config.PREDICTIONS_FILE}")
+        model_id = mlflow.models.get_model_info(model_uri).model_id
+        linked = mlflow.get_logged_model(model_id).metrics or []
+    finally:
+        mlflow.set_tracking_uri(None)
+    rows = pq.read_table(path).to_pylist()
+    assert len(rows) == m["test_samples"]
+    assert {"id", "truth", "prediction", "confidence", "cer", "prediction_beam"} <= set(rows[0])
+    # the logged CER is the aggregate over characters, recomputable from the predictions
+    assert m["test_cer"] == pytest.approx(ctc.error_rates([r["truth"] for r in rows],
+                                                          [r["prediction"] for r in rows])["cer"])
+    assert "test_cer" in {x.key for x in linked}  # metrics are linked to the logged model
+
+
+def test_train_without_data_finds_the_matching_preprocess_run(step_chain, trained):
+    proc = step_chain.run("-e", "train", "--env-manager", "local", "-P", "epochs=1", *TINY[2:],
+                          "-P", "train_ratio=0.75", "-P", "val_ratio=0.15")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"runs:/{step_chain.preprocess_run}/{config.DATASET_ARTIFACT}" in proc.stderr
+    run = step_chain.newest("train")
+    assert run.data.tags["hwr.data"] == f"runs:/{step_chain.preprocess_run}/{config.DATASET_ARTIFACT}"
+
+
+def test_train_resumes_after_being_killed(step_chain, tmp_path):
+    """A run that dies after epoch 1 leaves state; the same call again continues at epoch 2."""
+    import mlflow
+
+    from steps import train
+
+    mlflow.set_tracking_uri(step_chain.env["MLFLOW_TRACKING_URI"])
+    try:
+        data_dir = mlflow.artifacts.download_artifacts(f"runs:/{step_chain.preprocess_run}/{config.DATASET_ARTIFACT}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    params = dict(batch_size=16, epochs=3, learning_rate=1e-3, patience=5, augment=True, conv_filters=(8, 16),
+                  dense_units=16, rnn_units=(32,), dropout=0.1, seed=1)
+    seen = []
+
+    def die_after_first(epoch, logs):
+        seen.append(epoch)
+        if epoch == 0:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(data_dir, tmp_path, on_epoch=die_after_first, **params)
+    assert json.loads((tmp_path / "history.json").read_text())["val_cer"]  # epoch 1 was saved
+    _, history, _, _ = train.fit(data_dir, tmp_path, on_epoch=lambda e, l: seen.append(e), **params)
+    assert seen == [0, 1, 2]  # epoch 0 was not trained again
+    assert len(history["val_cer"]) == 3
