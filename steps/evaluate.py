@@ -2,7 +2,7 @@
 
 Inputs:  `model_uri` (runs:/, models:/, m-...; "" = the model of the newest finished train run),
          `data` (a preprocess run's dataset/; "" = the dataset the model was trained on),
-         `split` (test), `beam_width`.
+         `eval_split` (test), `beam_width`.
 Outputs: metrics test_loss, test_cer, test_wer (greedy) and test_cer_beam, test_wer_beam, linked to
          the logged model; predictions.parquet (id, writer, truth, prediction, confidence, per-sample
          CER, beam prediction); plots: CER histogram, CER by word length, character confusions, and
@@ -103,10 +103,11 @@ def resolve_model(model_uri: str) -> str:
 @click.command()
 @click.option("--model-uri", default=D["model_uri"], help="'' = the model of the newest finished train run")
 @click.option("--data", default=D["data"], help="'' = the dataset the model was trained on")
-@click.option("--split", type=click.Choice(config.SPLITS), default=D["split"])
+@click.option("--eval-split", "split", type=click.Choice(config.SPLITS), default=D["eval_split"])
 @click.option("--beam-width", type=click.IntRange(0, 1000), default=D["beam_width"])
 def main(model_uri: str, data: str, split: str, beam_width: int) -> None:
-    with tracking.start_step("evaluate", {"model_uri": model_uri, "data": data, "split": split, "beam_width": beam_width}):
+    with tracking.start_step("evaluate", {"model_uri": model_uri, "data": data, "eval_split": split,
+                                          "beam_width": beam_width}):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
