@@ -38,9 +38,9 @@ def test_parse_accepts_what_mlflow_run_and_users_pass():
 
 
 def test_route_sends_each_parameter_to_every_step_declaring_it():
-    routed = pipeline.route({"seed": "7", "epochs": "3", "dataset": "iam", "evaluate.split": "val", "alias": "best"})
+    routed = pipeline.route({"seed": "7", "epochs": "3", "dataset": "iam", "evaluate.eval_split": "val", "alias": "best"})
     assert routed == {"download": {"seed": "7", "dataset": "iam"}, "preprocess": {"seed": "7"},
-                      "train": {"seed": "7", "epochs": "3"}, "evaluate": {"split": "val"}, "register": {"alias": "best"}}
+                      "train": {"seed": "7", "epochs": "3"}, "evaluate": {"eval_split": "val"}, "register": {"alias": "best"}}
     with pytest.raises(ValueError, match="unknown parameter.*epoch, train.dataset"):
         pipeline.route({"epoch": "3", "train.dataset": "iam"})
     with pytest.raises(ValueError, match="model_uri: set by the pipeline"):
@@ -190,7 +190,7 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     assert (p["download"]["num_words"], p["download"]["num_writers"]) == ("160", "6")
     assert (p["train"]["epochs"], p["train"]["batch_size"]) == ("1", "16")
     assert p["preprocess"]["shard_size"] == str(config.defaults("preprocess")["shard_size"])
-    assert p["evaluate"]["split"] == config.defaults("evaluate")["split"]
+    assert p["evaluate"]["eval_split"] == config.defaults("evaluate")["eval_split"]
     # artifacts of each step
     assert {config.WORDS_TXT, config.WORDS_ARCHIVE} <= artifact_paths(store.client, ids["download"], config.RAW_ARTIFACT)
     assert {config.CHARSET_FILE, config.STATS_FILE, config.MANIFEST_FILE} <= artifact_paths(

@@ -1,0 +1,143 @@
+"""Transcribe image files from the command line with a logged or registered handwriting model.
+
+Run:
+    mlflow run . -e infer --env-manager local -P model_uri="models:/HandwritingRecognitionModel@champion" \\
+        -P image_path=word.png
+    python -m steps.infer --image-path 'scans/*.png' --output jsonl
+
+Inputs:
+- `model_uri`: models:/Name@alias, models:/Name/<version>, runs:/<run_id>/handwriting_recognition_model, ...
+- `image_path`: one of
+    a file                  -> that file, whatever its extension;
+    a directory             -> every image file (.png .jpg .jpeg .bmp .gif .tif .tiff, any case) under it,
+                               recursively (IAM nests words/a01/a01-000u/*.png), sorted by path;
+    a glob ('scans/*.png')  -> every file it matches, sorted; `**` matches across directories.
+  Quote a glob so the shell does not expand it. Under `mlflow run` a relative path is relative to the
+  project directory (that is where `mlflow run .` runs the command).
+- `output`: `text` or `jsonl`.
+
+Outputs (stdout holds results only, one line per image, in input order; logs go to stderr):
+    text:  <path>\\t<text>\\t<confidence:.3f>         (an unreadable image: <path>\\terror: <why> on stderr)
+    jsonl: {"path": ..., "text": ..., "confidence": ...} or {"path": ..., "error": ...}
+Exit code 0 if every image was transcribed, 1 if any failed (all the others are still transcribed)
+or if nothing matched `image_path`.
+
+Preprocessing and decoding happen inside the model (steps/exported.py), exactly as in training and serving.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, TextIO
+
+import click
+
+from steps import config, tracking
+
+D = config.defaults("infer")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"})
+BATCH_SIZE = 32   # images per model call: bounded memory, and the model's per-call overhead is shared
+OUTPUTS = ("text", "jsonl")
+_GLOB_CHARS = set("*?[")
+
+
+def load_model(model_uri: str):
+    """exported.load(model_uri), or a one-line click error naming the URI and the tracking store (serve uses it too).
+
+    The URI is checked first with MLflow alone (it reads only the MLmodel file), so a typo fails in a
+    couple of seconds instead of after TensorFlow has been imported.
+    """
+    import mlflow
+
+    store = f" (looked in the tracking store {mlflow.get_tracking_uri()}; set MLFLOW_TRACKING_URI to use another)"
+    try:
+        mlflow.models.get_model_info(model_uri)
+    except mlflow.exceptions.MlflowException as e:
+        raise click.ClickException(f"cannot load model {model_uri!r}: {e.message}{store}") from None
+    except OSError as e:
+        raise click.ClickException(f"cannot load model {model_uri!r}: {e}{store}") from None
+    from steps import exported
+
+    try:
+        return exported.load(model_uri)
+    except (LookupError, ValueError) as e:  # ValueError: a charset that does not match the network
+        raise click.ClickException(f"{e}{store}") from None
+
+
+def find_images(image_path: str) -> list[Path]:
+    """The files `image_path` names (a file, a directory searched recursively, or a glob), sorted."""
+    path = Path(image_path).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if _GLOB_CHARS & set(image_path):
+        # An explicit pattern means the user chose these files: keep them all, a non-image gets an error line.
+        return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    return []
+
+
+def batched(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def transcribe(model, paths: Iterable[Path], batch_size: int = BATCH_SIZE) -> Iterator[dict]:
+    """{"path", "text", "confidence"} or {"path", "error"} per path, in order, `batch_size` images per call."""
+    for chunk in batched(list(paths), batch_size):
+        images: list[bytes] = []
+        results: dict[int, dict] = {}
+        for i, p in enumerate(chunk):
+            try:
+                images.append(p.read_bytes())
+            except OSError as e:
+                images.append(b"")  # keeps positions aligned; its result is replaced below
+                results[i] = {"error": f"cannot read: {e.strerror or e}"}
+        for i, (p, result) in enumerate(zip(chunk, model.recognize(images))):
+            yield {"path": str(p), **results.get(i, result)}
+
+
+def format_result(result: dict, output: str) -> tuple[str, bool]:
+    """(the line to print, whether it goes to stdout) for one transcription."""
+    if output == "jsonl":
+        return json.dumps(result, ensure_ascii=False), True
+    if "error" in result:
+        return f"{result['path']}\terror: {result['error']}", False
+    return f"{result['path']}\t{result['text']}\t{result['confidence']:.3f}", True
+
+
+def write_results(results: Iterable[dict], output: str, out: TextIO, err: TextIO) -> tuple[int, int]:
+    """Print each result as it comes (flushed, so a pipe sees progress); returns (total, failed)."""
+    total = failed = 0
+    for result in results:
+        total += 1
+        failed += "error" in result
+        line, to_stdout = format_result(result, output)
+        print(line, file=out if to_stdout else err, flush=True)
+    return total, failed
+
+
+@click.command()
+@click.option("--model-uri", default=D["model_uri"], show_default=True,
+              help="models:/Name@alias, models:/Name/<version> or runs:/<run_id>/handwriting_recognition_model")
+@click.option("--image-path", required=True, help="an image file, a directory (searched recursively) or a quoted glob")
+@click.option("--output", type=click.Choice(OUTPUTS), default=D["output"], show_default=True)
+def main(model_uri: str, image_path: str, output: str) -> None:
+    # Find the files before loading the model: a typo should fail in a second, not after TF starts.
+    paths = find_images(image_path)
+    if not paths:
+        raise click.ClickException(f"no image files match {image_path!r} (a file, a directory holding "
+                                   f"{'/'.join(sorted(s[1:] for s in IMAGE_SUFFIXES))} files, or a quoted glob)")
+    tracking.log(f"{len(paths)} image(s) from {image_path!r}; loading {model_uri}")
+    model = load_model(model_uri)
+    total, failed = write_results(transcribe(model, paths), output, sys.stdout, sys.stderr)
+    if failed:
+        tracking.log(f"{failed} of {total} image(s) could not be transcribed")
+        sys.exit(1)
+    tracking.log(f"{total} image(s) transcribed")
+
+
+if __name__ == "__main__":
+    main()
