@@ -56,7 +56,7 @@ class Charset:
             blank = doc.get("blank_index", BLANK_INDEX)
         except (ValueError, KeyError, TypeError) as e:
             raise CharsetError(f"malformed charset file: {e}") from None
-        if blank != BLANK_INDEX or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
+        if blank != BLANK_INDEX or not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
             raise CharsetError("charset file must list distinct single characters with blank_index 0")
         return cls(tuple(chars))
 

@@ -94,8 +94,13 @@ def _init_worker(height: int, width: int) -> None:
     from steps import imaging
 
     # One TF thread per process: the processes are the parallelism, oversubscription only slows them.
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    # With workers=1 this runs in the caller's process, where TF may already be initialised (then the
+    # thread pools are fixed and setting them raises RuntimeError): keep them as they are.
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass
     _preprocess = tf.function(lambda data: imaging.preprocess_bytes(data, height, width),
                               input_signature=[tf.TensorSpec([], tf.string)])
 

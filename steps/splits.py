@@ -32,10 +32,15 @@ def assign(units: Sequence[str], train_ratio: float, val_ratio: float, seed: int
         midpoint = seen + sizes[unit] / 2  # place a unit by where its centre falls
         result[unit] = "train" if midpoint < targets[0] else "val" if midpoint < targets[1] else "test"
         seen += sizes[unit]
-    # With few large units the midpoint rule can leave val or test empty: borrow the boundary units.
+    # With few large units the midpoint rule can leave a split empty: borrow a boundary unit of the
+    # split with the most units (it has two or more, so it never becomes empty itself).
     if len(order) >= 3:
-        if "test" not in result.values():
-            result[order[-1]] = "test"
-        if val_ratio > 0 and "val" not in result.values() and "train" in result.values():
-            result[[u for u in order if result[u] == "train"][-1]] = "val"
+        names = ("train", "val", "test") if val_ratio > 0 else ("train", "test")
+        for name in names:
+            if name not in result.values():
+                counts = Counter(result.values())
+                donor = max(counts, key=counts.get)
+                members = [u for u in order if result[u] == donor]
+                after = names.index(name) > names.index(donor)
+                result[members[-1] if after else members[0]] = name
     return result

@@ -85,12 +85,16 @@ def launched(tiny, tmp_path_factory):
         "mlflow-run": [mlflow_cli, "run", ".", "-e", "serve", "--env-manager", "local",
                        "-P", f"model_uri={tiny.version_uri}"],
         "unknown": [sys.executable, "-m", "steps.serve", "--model-uri", "models:/NoSuchModel@champion"],
+        # MLflow's own scoring server must be able to serve the same logged model (issue: pyfunc contract)
+        "mlflow-models-serve": [mlflow_cli, "models", "serve", "-m", tiny.version_uri, "--env-manager", "local",
+                                "-h", "127.0.0.1"],
     }
     started = {}
     try:
         for name, command in commands.items():
             port = free_port()
-            port_args = ["-P", f"port={port}"] if name == "mlflow-run" else ["--port", str(port)]
+            port_args = {"mlflow-run": ["-P", f"port={port}"], "mlflow-models-serve": ["-p", str(port)]}.get(
+                name, ["--port", str(port)])
             log = logs / f"{name}.log"
             with open(log, "wb") as out:
                 proc = subprocess.Popen(command + port_args, cwd=REPO, env=model_fixture.env(tiny),
@@ -390,3 +394,23 @@ def test_mlflow_run_entry_point(launched, tiny, png):
     stop(proc, group=True)
     with pytest.raises(requests.ConnectionError):
         requests.get(url + "/health", timeout=2)
+
+
+def test_mlflow_models_serve_serves_the_same_model(launched, png, expected):
+    """`mlflow models serve` of the registered version answers /invocations with the same text as /predict."""
+    proc, log, url = launched["mlflow-models-serve"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            if requests.get(url + "/ping", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+    r = requests.post(url + "/invocations",
+                      json={"dataframe_split": {"columns": ["image"], "data": [[b64(png)]]}}, timeout=60)
+    assert r.status_code == 200, r.text
+    (prediction,) = r.json()["predictions"]
+    assert prediction["text"] == expected["text"]
+    assert prediction["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
