@@ -8,6 +8,7 @@ artifacts are the SavedModel and charset.json; loading checks that the two agree
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -174,10 +175,16 @@ def log_model(artifacts_dir: Path, example_png: bytes, name: str) -> mlflow.mode
 
 def load(model_uri: str) -> HandwritingModel:
     """Load a logged model (models:/, runs:/, m-..., path) -> HandwritingModel, with a clear error if unknown."""
+    # MLflow prepends the model's bundled copy of steps/ (code_paths) to sys.path for good. Our own
+    # steps package is already imported here, so restore the path: otherwise worker processes spawned
+    # later in this process would import the model's copy, which has no MLproject or data/.
+    saved = list(sys.path)
     try:
         return mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
     except mlflow.exceptions.MlflowException as e:
         raise LookupError(f"cannot load model {model_uri!r}: {e.message}") from None
     except OSError as e:
         raise LookupError(f"cannot load model {model_uri!r}: {e}") from None
+    finally:
+        sys.path[:] = saved
 
