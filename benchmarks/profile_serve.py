@@ -1,0 +1,122 @@
+"""Where does a /predict request's time go? Component timings of the serving path, in one process.
+
+    python benchmarks/profile_serve.py [--work-dir benchmarks/work] [--requests 300]
+
+Needs the model that benchmarks/run.py registered (models:/HandwritingRecognitionModel/1 in
+benchmarks/work/mlflow.db) and the PNG words it extracted. Prints, per image:
+- the request-thread work of steps.serve: JSON + base64 decode, HandwritingModel.canvas (PIL size
+  check + the SavedModel's preprocess endpoint: decode, levels, resize, pad);
+- the model call of the batcher thread (recognize_canvases) at batch sizes 1..32;
+- the same images preprocessed in one call per batch (the SavedModel's `serve` endpoint: bytes [B] -> text);
+- MLflow's pyfunc predict on a one-row DataFrame (what `mlflow models serve` runs per request);
+- the whole Flask app through its test client (no network), and a cProfile of it (top functions).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def per_call(fn, n: int) -> float:
+    fn()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1000
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work-dir", type=Path, default=HERE / "work")
+    p.add_argument("--requests", type=int, default=300)
+    a = p.parse_args()
+    work = a.work_dir.resolve()
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from steps import exported, serve
+
+    manifest = pq.read_table(work / "dataset" / "manifest.parquet").to_pydict()
+    ids = [i for i, s in zip(manifest["id"], manifest["split"]) if s == "test"][:64]
+    pngs = [(work / "words" / i.split("-")[0] / "-".join(i.split("-")[:2]) / f"{i}.png").read_bytes() for i in ids]
+    bodies = [json.dumps({"image": base64.b64encode(x).decode()}) for x in pngs]
+    uri = "models:/HandwritingRecognitionModel/1"
+    t0 = time.perf_counter()
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    model = pyfunc.unwrap_python_model()
+    print(f"model load: {time.perf_counter() - t0:.1f}s; {len(pngs)} test images, mean {np.mean([len(x) for x in pngs]):.0f} bytes")
+    n = a.requests
+    k = iter(range(10**9))
+
+    def nxt():
+        return next(k) % len(pngs)
+
+    rows = []
+    rows.append(("json.loads + base64 decode", per_call(lambda: serve.decode_base64(json.loads(bodies[nxt()])["image"], "image"), n)))
+    from PIL import Image
+
+    def pil_size():
+        with Image.open(io.BytesIO(pngs[nxt()])) as im:
+            im.size
+
+    rows.append(("PIL header read (size check)", per_call(pil_size, n)))
+    rows.append(("SavedModel preprocess endpoint (1 image)", per_call(lambda: model.module.preprocess(tf.constant(pngs[nxt()])).numpy(), n)))
+    rows.append(("HandwritingModel.canvas (all of the above but JSON)", per_call(lambda: model.canvas(pngs[nxt()]), n)))
+    canvases = np.stack([model.canvas(x) for x in pngs])
+    for b in (1, 2, 4, 8, 16, 32):
+        ms = per_call(lambda: model.recognize_canvases(canvases[:b]), max(10, n // b))
+        rows.append((f"recognize_canvases batch {b:2d}: per call / per image", ms, ms / b))
+    for b in (1, 8, 32):
+        batch = tf.constant(pngs[:b])
+        ms = per_call(lambda: model.module.serve(batch), max(10, n // b))
+        rows.append((f"SavedModel serve (bytes->text) batch {b:2d}: per call / per image", ms, ms / b))
+    df = pd.DataFrame({"image": [pngs[0]]})
+    rows.append(("pyfunc predict, 1-row DataFrame (mlflow serve's model call)", per_call(lambda: pyfunc.predict(df), n // 2)))
+
+    app = serve.create_app(model, {"model_uri": uri})
+    client = app.test_client()
+    import logging
+
+    logging.getLogger("hwr.serve").setLevel(logging.WARNING)
+
+    def request():
+        r = client.post("/predict", data=bodies[nxt()], content_type="application/json")
+        assert r.status_code == 200, r.data
+
+    rows.append(("Flask app via test client, 1 request (no network, no waitress)", per_call(request, n)))
+    print(f"\n{'component':70s} {'ms':>8s} {'ms/image':>9s}")
+    for r in rows:
+        print(f"{r[0]:70s} {r[1]:8.2f}" + (f" {r[2]:9.2f}" if len(r) > 2 else ""))
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(n):
+        request()
+    prof.disable()
+    out = io.StringIO()
+    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
+    print(f"\ncProfile of {n} requests through the Flask test client (request thread only; the batcher's model "
+          f"call runs in its own thread and shows up as waiting):")
+    print("\n".join(out.getvalue().splitlines()[:45]))
+    app.extensions["hwr.batcher"].close()
+
+
+if __name__ == "__main__":
+    main()
