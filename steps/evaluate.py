@@ -94,10 +94,7 @@ def error_plots(rows: list[dict], canvases: dict[str, object], out: Path) -> Non
 
 
 def resolve_model(model_uri: str) -> str:
-    if model_uri:
-        return model_uri
-    uri = tracking.upstream_uri("", "train", config.MODEL_ARTIFACT)
-    return uri
+    return model_uri or tracking.upstream_uri("", "train", config.MODEL_ARTIFACT)
 
 
 @click.command()

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -222,8 +223,6 @@ def main(data: str, train_ratio: float, val_ratio: float, **params) -> None:
             for name in ("loss.png", "cer.png", "val_predictions.png"):
                 mlflow.log_artifact(str(tmp / name))
             info = exported.log_model(tmp / "export", canvas_png(examples[0]), config.MODEL_ARTIFACT)
-        import shutil
-
         shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
         tracking.log(f"best val CER {min(history['val_cer']):.4f}; model {info.model_uri} "
                      f"(runs:/{mlflow.active_run().info.run_id}/{config.MODEL_ARTIFACT})")
