@@ -27,22 +27,31 @@ import run  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work-dir", type=Path, default=HERE / "work")
+    p.add_argument("--work-dir", type=Path, default=HERE / "work", help="holds mlflow.db with the registered model")
+    p.add_argument("--data-root", type=Path, help="default: the latest benchmark data (work/data-*)")
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--threads", default="1,2")
+    p.add_argument("--adaptive", default="0", help="comma list of 0/1: run with the adaptive batch wait too")
     a = p.parse_args()
     work = a.work_dir.resolve()
+    if a.data_root is None:
+        sys.path.insert(0, str(HERE))
+        from run import latest_data_root
+
+        a.data_root = latest_data_root(work)
+    data_root = a.data_root.resolve()
     import pyarrow.parquet as pq
 
-    m = pq.read_table(work / "dataset" / "manifest.parquet").to_pydict()
+    m = pq.read_table(data_root / "dataset" / "manifest.parquet").to_pydict()
     ids = [i for i, s in zip(m["id"], m["split"]) if s == "test"][:64]
-    pngs = [(work / "words" / i.split("-")[0] / "-".join(i.split("-")[:2]) / f"{i}.png").read_bytes() for i in ids]
-    print(f"{'batcher threads':>15s} {'c':>3s} {'images/s':>9s} {'p50 ms':>7s} {'mean batch':>10s} {'model busy':>10s}")
-    for threads in [int(t) for t in a.threads.split(",")]:
+    pngs = [(data_root / "words" / i.split("-")[0] / "-".join(i.split("-")[:2]) / f"{i}.png").read_bytes() for i in ids]
+    configs = [(int(t), ad) for ad in a.adaptive.split(",") for t in a.threads.split(",")]
+    print(f"{'config':>22s} {'c':>3s} {'images/s':>9s} {'p50 ms':>7s} {'mean batch':>10s} {'model busy':>10s}")
+    for threads, adaptive in configs:
         port = run.free_port()
         stats = work / "logs" / f"probe-{threads}.json"
         env = dict(os.environ, MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", TF_CPP_MIN_LOG_LEVEL="2",
-                   HWR_PROBE_BATCHER_THREADS=str(threads))
+                   HWR_PROBE_BATCHER_THREADS=str(threads), HWR_PROBE_ADAPTIVE=adaptive)
         proc = subprocess.Popen([sys.executable, str(HERE / "serve_probe.py"), str(stats), "--model-uri",
                                  run.MODEL_URI, "--port", str(port)], cwd=HERE.parent, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -62,7 +71,8 @@ def main() -> None:
                 s1 = json.loads(stats.read_text())
                 b, n = s1["batches"] - s0["batches"], s1["images"] - s0["images"]
                 busy = (s1["model_seconds"] - s0["model_seconds"]) / r.seconds
-                print(f"{threads:15d} {c:3d} {r.throughput:9.1f} {r.percentile(0.5):7.1f} {n / max(b, 1):10.2f} "
+                name = f"threads={threads} adaptive={adaptive}"
+                print(f"{name:>22s} {c:3d} {r.throughput:9.1f} {r.percentile(0.5):7.1f} {n / max(b, 1):10.2f} "
                       f"{busy:10.2f}", flush=True)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

@@ -1,6 +1,6 @@
 """Where does the time of steps.data.batches go? Variants of the pipeline, timed in steady state.
 
-    python benchmarks/profile_input.py [--data-dir benchmarks/work/dataset] [--batch-size 32] [--seconds 3]
+    python benchmarks/profile_input.py [--data-dir benchmarks/work/data-6000/dataset] [--batch-size 32] [--seconds 3]
 
 Each variant is the reader of steps/data.py with one thing changed or removed, so the differences
 between the rows attribute the time to stages. The "batched" variants are the suggested changes to
@@ -135,10 +135,15 @@ def steady_rate(make, seconds: float) -> tuple[float, int]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=str(HERE / "work" / "dataset"))
+    p.add_argument("--data-dir", help="default: the latest benchmark dataset (benchmarks/work/data-*/dataset)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seconds", type=float, default=3.0)
     a = p.parse_args()
+    if a.data_dir is None:
+        sys.path.insert(0, str(HERE))
+        from run import latest_data_root
+
+        a.data_dir = str(latest_data_root() / "dataset")
     print(f"{'variant':52s} {'images/s':>10s} epochs")
     for name, make in variants(a.data_dir, a.batch_size).items():
         rate, epochs = steady_rate(make, a.seconds)

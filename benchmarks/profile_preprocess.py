@@ -1,6 +1,11 @@
 """Where does preprocess's conversion time go, and what would scale better on few cores?
 
-    python benchmarks/profile_preprocess.py [--raw-dir benchmarks/work/raw]
+    python benchmarks/profile_preprocess.py [--raw-dir benchmarks/work/data-6000/raw]
+    python benchmarks/profile_preprocess.py --only-tfdata     # alternative B, in a fresh process
+    python benchmarks/profile_preprocess.py --only-tfdata --histogram-levels   # B with profile_imaging's levels
+
+--histogram-levels replaces imaging._levels (a full tf.sort per image) by profile_imaging.levels_histogram
+(the same values from a 256-bin histogram) in this process: the in-process variants show its effect.
 
 Times, on the planned samples of the benchmark's raw words (images read into memory first):
 - steps.convert as it is: a spawn pool of N processes (start-up = each worker importing TensorFlow),
@@ -29,7 +34,12 @@ def _ready(_):
     return os.getpid()
 
 
-def load_pairs(raw: Path):
+def load_pairs(raw: Path | None):
+    if raw is None:
+        sys.path.insert(0, str(HERE))
+        from run import latest_data_root
+
+        raw = latest_data_root() / "raw"
     from steps import config, convert, iam
 
     d = config.defaults("preprocess")
@@ -63,7 +73,7 @@ def pool_run(context: str, workers: int, chunks, h: int, w: int) -> tuple[float,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--raw-dir", type=Path, default=HERE / "work" / "raw")
+    p.add_argument("--raw-dir", type=Path, help="default: the latest benchmark data's raw/")
     p.add_argument("--workers", type=int, default=os.cpu_count())
     a = p.parse_args()
     from steps import config, convert
@@ -123,10 +133,19 @@ def tfdata_only(raw: Path) -> None:
 
 
 if __name__ == "__main__":
+    if "--histogram-levels" in sys.argv:
+        sys.argv.remove("--histogram-levels")
+        sys.path.insert(0, str(HERE))
+        from profile_imaging import levels_histogram
+
+        from steps import imaging
+
+        imaging._levels = levels_histogram
+        print("imaging._levels replaced by profile_imaging.levels_histogram (in-process variants only)")
     if "--only-tfdata" in sys.argv:
         sys.argv.remove("--only-tfdata")
         p = argparse.ArgumentParser()
-        p.add_argument("--raw-dir", type=Path, default=HERE / "work" / "raw")
+        p.add_argument("--raw-dir", type=Path, help="default: the latest benchmark data's raw/")
         tfdata_only(p.parse_args().raw_dir)
     else:
         main()

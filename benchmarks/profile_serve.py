@@ -39,10 +39,17 @@ def per_call(fn, n: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work-dir", type=Path, default=HERE / "work")
+    p.add_argument("--work-dir", type=Path, default=HERE / "work", help="holds mlflow.db with the registered model")
+    p.add_argument("--data-root", type=Path, help="default: the latest benchmark data (work/data-*)")
     p.add_argument("--requests", type=int, default=300)
     a = p.parse_args()
     work = a.work_dir.resolve()
+    if a.data_root is None:
+        sys.path.insert(0, str(HERE))
+        from run import latest_data_root
+
+        a.data_root = latest_data_root(work)
+    data_root = a.data_root.resolve()
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
 
     import mlflow
@@ -53,9 +60,9 @@ def main() -> None:
 
     from steps import exported, serve
 
-    manifest = pq.read_table(work / "dataset" / "manifest.parquet").to_pydict()
+    manifest = pq.read_table(data_root / "dataset" / "manifest.parquet").to_pydict()
     ids = [i for i, s in zip(manifest["id"], manifest["split"]) if s == "test"][:64]
-    pngs = [(work / "words" / i.split("-")[0] / "-".join(i.split("-")[:2]) / f"{i}.png").read_bytes() for i in ids]
+    pngs = [(data_root / "words" / i.split("-")[0] / "-".join(i.split("-")[:2]) / f"{i}.png").read_bytes() for i in ids]
     bodies = [json.dumps({"image": base64.b64encode(x).decode()}) for x in pngs]
     uri = "models:/HandwritingRecognitionModel/1"
     t0 = time.perf_counter()
