@@ -23,11 +23,13 @@ Two deliberate, documented differences, both for a like-for-like comparison and 
 
 `to_model_inputs` adapts its output to the project's model (the "same model" of the training
 comparison): it undoes the transpose/flip and maps the padding token 99 to the blank 0, as cheap
-vectorised ops on whole batches.
+vectorised ops on whole batches; `for_training_split` builds the pipeline over the PNG files of exactly
+the training split of one of our datasets.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -148,7 +150,7 @@ class KerasExamplePipeline:
 def to_model_inputs(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """{"image" [B, W, H, 1], "label" [B, max_len] padded with 99} -> (image [B, H, W, 1], int32 label padded with 0).
 
-    The adapter that lets the example's pipeline feed the project's model (steps/model.py takes
+    The adapter that lets the example's pipeline feed the project's model (steps/training/model.py takes
     [B, height, width, 1] and labels padded with the CTC blank 0). Whole-batch ops: negligible cost.
     """
     def adapt(batch):
@@ -158,3 +160,24 @@ def to_model_inputs(dataset: tf.data.Dataset) -> tf.data.Dataset:
         return image, label
 
     return dataset.map(adapt, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def for_training_split(data_dir: str, raw_dir: str, words_dir: str, batch_size: int, cache: bool
+                       ) -> tuple[KerasExamplePipeline, tf.data.Dataset, int]:
+    """The example's pipeline over the PNG files of exactly our training split (the images our shards hold,
+    per the dataset's manifest) -> (pipeline, dataset, number of images)."""
+    import pyarrow.parquet as pq
+
+    from steps.workflow import config
+
+    table = pq.read_table(f"{data_dir}/{config.MANIFEST_FILE}").to_pydict()
+    wanted = {i for i, s in zip(table["id"], table["split"]) if s == "train"}
+    lines = [line for line in Path(raw_dir, config.WORDS_TXT).read_text(encoding="utf-8").splitlines(keepends=True)
+             if line[:1] != "#" and line.split(" ", 1)[0] in wanted]
+    # The example keeps only `ok` lines; ours already excludes err lines (keep_err=false), so this is a no-op
+    # kept for faithfulness.
+    lines = [line for line in lines if line.split(" ")[1] != "err"]
+    paths, samples = get_image_paths_and_labels(lines, words_dir)
+    labels = clean_labels(samples)
+    pipe = KerasExamplePipeline(labels, batch_size=batch_size)
+    return pipe, pipe.prepare_dataset(paths, labels, cache=cache), len(paths)

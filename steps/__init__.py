@@ -1,4 +1,8 @@
-"""Handwriting recognition as an MLflow multistep pipeline: one module per step, shared logic beside them."""
+"""Handwriting recognition as an MLflow multistep pipeline.
+
+`steps/<entry point>.py` are the MLproject's thin CLIs (download, preprocess, train, evaluate, register,
+serve, infer); the library they call lives in the subpackages, one concern each (see docs/design.md).
+"""
 
 import os
 

@@ -27,7 +27,9 @@ from pathlib import Path
 import click
 import mlflow
 
-from steps import config, fetch, tracking
+from steps.sources import http, iam
+from steps.sources.errors import DownloadError
+from steps.workflow import cli, config, runs
 
 D = config.defaults("download")
 
@@ -35,15 +37,15 @@ D = config.defaults("download")
 def _credentials() -> tuple[str, str] | None:
     user, password = os.environ.get("IAM_USER", ""), os.environ.get("IAM_PASSWORD", "")
     if bool(user) != bool(password):
-        raise click.ClickException("set both IAM_USER and IAM_PASSWORD (or neither)")
+        raise DownloadError("set both IAM_USER and IAM_PASSWORD (or neither)")
     return (user, password) if user else None
 
 
 def _synthetic(out: Path, source: str, sha256: str, num_words: int, num_writers: int, seed: int) -> dict:
     if source or sha256:
-        raise fetch.DownloadError("dataset=synthetic generates its data: -P source and -P sha256 apply to "
+        raise DownloadError("dataset=synthetic generates its data: -P source and -P sha256 apply to "
                                   "dataset=iam only (drop them, or add -P dataset=iam)")
-    from steps import synthetic  # imported here: it pulls in the image stack, which iam does not need
+    from steps.sources import synthetic  # imported here: it pulls in the image stack, which iam does not need
 
     started = time.monotonic()
     counts = synthetic.generate(out, num_words, num_writers, seed)
@@ -51,36 +53,37 @@ def _synthetic(out: Path, source: str, sha256: str, num_words: int, num_writers:
     return {"dataset": "synthetic", "source": "synthetic", "layout": "directory",
             "synthetic": {"num_words": num_words, "num_writers": num_writers, "seed": seed, **counts},
             "fetched": {}, "bytes": 0, "bytes_downloaded": 0, "download_seconds": round(seconds, 3),
-            **fetch.describe_raw(out)}
+            **iam.describe_raw(out)}
 
 
-@click.command()
+@click.command(help=__doc__.split("\n\n")[0])
 @click.option("--dataset", type=click.Choice(["synthetic", "iam"]), default=D["dataset"], show_default=True)
 @click.option("--source", default=D["source"], help="iam: URL or path of the mirror zip or official directory")
 @click.option("--sha256", default=D["sha256"], help="expected sha256 of the fetched archive ('' = not checked)")
 @click.option("--num-words", type=int, default=D["num_words"], show_default=True, help="synthetic only")
 @click.option("--num-writers", type=int, default=D["num_writers"], show_default=True, help="synthetic only")
 @click.option("--seed", type=int, default=D["seed"], show_default=True)
+@cli.user_errors(DownloadError)
 def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: int, seed: int) -> None:
     started = time.monotonic()
     auth = _credentials()
-    shown = fetch.redact(source)
+    shown = http.redact(source)
     if shown != source and os.environ.get("MLFLOW_RUN_ID"):
-        tracking.log("warning: the source URL holds credentials and `mlflow run` has stored it as the run's "
+        runs.log("warning: the source URL holds credentials and `mlflow run` has stored it as the run's "
                      "`source` param: delete that run, and pass credentials via IAM_USER/IAM_PASSWORD instead")
     params = {"dataset": dataset, "source": shown, "sha256": sha256, "num_words": num_words,
               "num_writers": num_writers, "seed": seed}
-    with tracking.start_step("download", params) as run, tempfile.TemporaryDirectory(prefix="hwr-download-") as tmp:
+    with runs.start_step("download", params) as run, tempfile.TemporaryDirectory(prefix="hwr-download-") as tmp:
         out = Path(tmp) / config.RAW_ARTIFACT
         out.mkdir()
         try:
             if dataset == "synthetic":
                 info = _synthetic(out, source, sha256, num_words, num_writers, seed)
             else:
-                info = fetch.prepare_iam(source, out, cache_dir=fetch.default_cache_dir(), sha256=sha256, auth=auth)
-        except fetch.DownloadError as e:
+                info = iam.prepare_iam(source, out, cache_dir=config.cache_dir(), sha256=sha256, auth=auth)
+        except DownloadError as e:
             message = str(e).replace(auth[1], "***") if auth else str(e)  # belt and braces
-            raise click.ClickException(message) from None
+            raise DownloadError(message) from None
         info["seconds"] = round(time.monotonic() - started, 3)
         # raw/ goes first and download.json last: the run only finishes once both are complete.
         mlflow.log_artifacts(str(out), config.RAW_ARTIFACT)
@@ -91,7 +94,7 @@ def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: in
             "bytes_downloaded": info["bytes_downloaded"], "download_seconds": seconds,
             "throughput": info["bytes_downloaded"] / 1e6 / seconds if seconds > 0 else 0.0,
             "words": info["words"], "images": info["images"]})
-    tracking.log(f"download run {run.info.run_id}: {config.RAW_ARTIFACT}/ holds {info['words']} words and "
+    runs.log(f"download run {run.info.run_id}: {config.RAW_ARTIFACT}/ holds {info['words']} words and "
                  f"{info['images']} images ({info['bytes_downloaded'] / 1e6:.1f} MB downloaded, "
                  f"{info['seconds']:.1f} s)")
 

@@ -34,36 +34,13 @@ from typing import Iterable, Iterator, TextIO
 
 import click
 
-from steps import config, tracking
+from steps.workflow import cli, config, runs
 
 D = config.defaults("infer")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"})
 BATCH_SIZE = 32   # images per model call: bounded memory, and the model's per-call overhead is shared
 OUTPUTS = ("text", "jsonl")
 _GLOB_CHARS = set("*?[")
-
-
-def load_model(model_uri: str):
-    """exported.load(model_uri), or a one-line click error naming the URI and the tracking store (serve uses it too).
-
-    The URI is checked first with MLflow alone (it reads only the MLmodel file), so a typo fails in a
-    couple of seconds instead of after TensorFlow has been imported.
-    """
-    import mlflow
-
-    store = f" (looked in the tracking store {mlflow.get_tracking_uri()}; set MLFLOW_TRACKING_URI to use another)"
-    try:
-        mlflow.models.get_model_info(model_uri)
-    except mlflow.exceptions.MlflowException as e:
-        raise click.ClickException(f"cannot load model {model_uri!r}: {e.message}{store}") from None
-    except OSError as e:
-        raise click.ClickException(f"cannot load model {model_uri!r}: {e}{store}") from None
-    from steps import exported
-
-    try:
-        return exported.load(model_uri)
-    except (LookupError, ValueError) as e:  # ValueError: a charset that does not match the network
-        raise click.ClickException(f"{e}{store}") from None
 
 
 def find_images(image_path: str) -> list[Path]:
@@ -119,24 +96,32 @@ def write_results(results: Iterable[dict], output: str, out: TextIO, err: TextIO
     return total, failed
 
 
-@click.command()
+class NoImages(LookupError):
+    """image_path names no image file."""
+
+
+@click.command(help=__doc__.split("\n\n")[0])
 @click.option("--model-uri", default=D["model_uri"], show_default=True,
-              help="models:/Name@alias, models:/Name/<version> or runs:/<run_id>/handwriting_recognition_model")
+              help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}")
 @click.option("--image-path", required=True, help="an image file, a directory (searched recursively) or a quoted glob")
 @click.option("--output", type=click.Choice(OUTPUTS), default=D["output"], show_default=True)
+@cli.user_errors(LookupError)
 def main(model_uri: str, image_path: str, output: str) -> None:
     # Find the files before loading the model: a typo should fail in a second, not after TF starts.
     paths = find_images(image_path)
     if not paths:
-        raise click.ClickException(f"no image files match {image_path!r} (a file, a directory holding "
+        raise NoImages(f"no image files match {image_path!r} (a file, a directory holding "
                                    f"{'/'.join(sorted(s[1:] for s in IMAGE_SUFFIXES))} files, or a quoted glob)")
-    tracking.log(f"{len(paths)} image(s) from {image_path!r}; loading {model_uri}")
-    model = load_model(model_uri)
+    from steps.inference import loading
+
+    model_uri = model_uri or config.CHAMPION_URI
+    runs.log(f"{len(paths)} image(s) from {image_path!r}; loading {model_uri}")
+    model = loading.load(model_uri)
     total, failed = write_results(transcribe(model, paths), output, sys.stdout, sys.stderr)
     if failed:
-        tracking.log(f"{failed} of {total} image(s) could not be transcribed")
+        runs.log(f"{failed} of {total} image(s) could not be transcribed")
         sys.exit(1)
-    tracking.log(f"{total} image(s) transcribed")
+    runs.log(f"{total} image(s) transcribed")
 
 
 if __name__ == "__main__":

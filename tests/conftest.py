@@ -99,20 +99,6 @@ def http_server(tmp_path):
     server.server_close()
 
 
-@pytest.fixture(scope="session")
-def _session_sys_path() -> list[str]:
-    return list(sys.path)
-
-
-@pytest.fixture(autouse=True)
-def _restore_sys_path(_session_sys_path):
-    """Loading a pyfunc model prepends its bundled code dir to sys.path (also from module fixtures); no
-    test may leak that into later ones, whose spawned worker processes would import the model's copy of
-    `steps` (no MLproject, no data/) instead of the repository's."""
-    yield
-    sys.path[:] = _session_sys_path
-
-
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Never read or fill the user's real download cache."""
@@ -184,8 +170,10 @@ class StepChain:
         return MlflowClient(self.env["MLFLOW_TRACKING_URI"])
 
     def newest(self, step: str):
-        (run,) = self.client().search_runs(["0"], f"tags.`hwr.step` = '{step}'", order_by=["start_time DESC"],
-                                           max_results=1)
+        from steps.workflow import runs
+
+        run = runs.find_run(step, experiment_id="0", client=self.client(), status=None)
+        assert run is not None, f"no {step} run"
         return run
 
 

@@ -84,12 +84,16 @@ def build(root: Path) -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from steps import config, preprocess, synthetic, train
+    from steps import train
+    from steps.dataset.build import build as build_dataset
+    from steps.dataset.plan import PreprocessConfig
+    from steps.sources import synthetic
+    from steps.workflow import config
 
     synthetic.generate(root / "raw", NUM_WORDS, NUM_WRITERS, SEED, progress=False)
     (root / "ds").mkdir()
-    preprocess.build(root / "raw", root / "ds", "writer", 0.75, 0.15, SEED, 32, 128, 24, False, 1000, 1,
-                     progress=False)
+    build_dataset(root / "raw", root / "ds", PreprocessConfig("writer", 0.75, 0.15, SEED, 32, 128, 24, False, 1000, 1),
+                  progress=False)
     # A small network: the tests need a real exported model, not a good one.
     train.main(["--data", str(root / "ds"), "--epochs", "1", "--batch-size", "16", "--conv-filters", "8,16",
                 "--rnn-units", "32", "--dense-units", "16"], standalone_mode=False)

@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import pipeline
-from steps import config
+from steps.workflow import chain, config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = {"num_words": "160", "num_writers": "6", "epochs": "1", "batch_size": "16", "workers": "1"}
@@ -38,19 +38,19 @@ def test_parse_accepts_what_mlflow_run_and_users_pass():
 
 
 def test_route_sends_each_parameter_to_every_step_declaring_it():
-    routed = pipeline.route({"seed": "7", "epochs": "3", "dataset": "iam", "evaluate.eval_split": "val", "alias": "best"})
+    routed = chain.route({"seed": "7", "epochs": "3", "dataset": "iam", "evaluate.eval_split": "val", "alias": "best"})
     assert routed == {"download": {"seed": "7", "dataset": "iam"}, "preprocess": {"seed": "7"},
                       "train": {"seed": "7", "epochs": "3"}, "evaluate": {"eval_split": "val"}, "register": {"alias": "best"}}
     with pytest.raises(ValueError, match="unknown parameter.*epoch, train.dataset"):
-        pipeline.route({"epoch": "3", "train.dataset": "iam"})
+        chain.route({"epoch": "3", "train.dataset": "iam"})
     with pytest.raises(ValueError, match="model_uri: set by the pipeline"):
-        pipeline.route({"model_uri": "models:/x/1"})
+        chain.route({"model_uri": "models:/x/1"})
 
 
 def test_reusable_never_register_nor_from_rerun_from_on():
-    assert [s for s in pipeline.STEPS if pipeline.reusable(s, "")] == ["download", "preprocess", "train", "evaluate"]
-    assert [s for s in pipeline.STEPS if pipeline.reusable(s, "train")] == ["download", "preprocess"]
-    assert not any(pipeline.reusable(s, "download") for s in pipeline.STEPS)
+    assert [s for s in chain.STEPS if chain.reusable(s, "")] == ["download", "preprocess", "train", "evaluate"]
+    assert [s for s in chain.STEPS if chain.reusable(s, "train")] == ["download", "preprocess"]
+    assert not any(chain.reusable(s, "download") for s in chain.STEPS)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -82,11 +82,11 @@ def test_cache_takes_the_newest_finished_run_with_equal_params_and_code(mlflow_s
     step_run(raw_data="runs:/abc/raw", shard_size="50")
     default_raw = step_run()
     assert old != new
-    assert pipeline.cached_run("preprocess", {"raw_data": "runs:/abc/raw"}, experiment_id).info.run_id == new
-    assert pipeline.cached_run("preprocess", {"raw_data": "runs:/abc/raw", "shard_size": "50"}, experiment_id)
-    assert pipeline.cached_run("preprocess", {"raw_data": "runs:/other/raw"}, experiment_id) is None
-    assert pipeline.cached_run("preprocess", {}, experiment_id).info.run_id == default_raw  # '' logged as ''
-    assert pipeline.cached_run("train", {"data": "runs:/abc/dataset"}, experiment_id) is None
+    assert chain.cached_run("preprocess", {"raw_data": "runs:/abc/raw"}, experiment_id).info.run_id == new
+    assert chain.cached_run("preprocess", {"raw_data": "runs:/abc/raw", "shard_size": "50"}, experiment_id)
+    assert chain.cached_run("preprocess", {"raw_data": "runs:/other/raw"}, experiment_id) is None
+    assert chain.cached_run("preprocess", {}, experiment_id).info.run_id == default_raw  # '' logged as ''
+    assert chain.cached_run("train", {"data": "runs:/abc/dataset"}, experiment_id) is None
 
 
 # ---------------------------------------------------------------- end to end through `mlflow run`
@@ -174,7 +174,7 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     parent = first.parent
     assert parent.info.status == "FINISHED" and parent.data.tags["mlflow.project.entryPoint"] == "main"
     steps = children(store, parent)
-    assert set(steps) == set(pipeline.STEPS)
+    assert set(steps) == set(chain.STEPS)
     assert all(r.info.status == "FINISHED" and r.data.tags[config.TAG_STEP] == s and
                r.data.tags[config.TAG_CODE_DIGEST] == config.code_digest() for s, r in steps.items())
     ids = {s: r.info.run_id for s, r in steps.items()}
@@ -209,12 +209,12 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     assert float(champion.tags["hwr.test_cer"]) == steps["evaluate"].data.metrics["test_cer"]
     # the parent holds the chain and the outcome
     tags = parent.data.tags
-    assert all(tags[f"hwr.{s}_run"] == ids[s] and tags[f"hwr.{s}_reused"] == "false" for s in pipeline.STEPS)
+    assert all(tags[f"hwr.{s}_run"] == ids[s] and tags[f"hwr.{s}_reused"] == "false" for s in chain.STEPS)
     assert tags["hwr.model_uri"] == model_uri and tags["hwr.data"] == dataset_uri
     assert tags["hwr.registered_model_uri"] == f"models:/{config.REGISTERED_MODEL}/1" and tags["hwr.decision"] == "promoted"
     assert parent.data.metrics["test_cer"] == steps["evaluate"].data.metrics["test_cer"]
     assert parent.data.params["epochs"] == "1"
-    for s in pipeline.STEPS:
+    for s in chain.STEPS:
         assert f"[pipeline] {s}: ran {ids[s]}" in first.log
 
 

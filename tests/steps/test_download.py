@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from steps import config, download, fetch
-from tests.steps.test_fetch import PASSWORD, USER, mirror_zip, official_dir, sha, words_txt
+from steps import download
+from steps.workflow import config
+from tests.steps.sources.test_http import PASSWORD, USER, mirror_zip, official_dir, sha, words_txt
 
 METRICS = {"bytes_downloaded", "download_seconds", "throughput", "words", "images"}
 
@@ -93,7 +94,6 @@ def test_mlflow_run_end_to_end(http_server, mlflow_store, mlflow_run, tmp_path):
     assert download_info(mlflow_store, run.info.run_id, tmp_path)["fetched"]["IAM_Words.zip"]["sha256"] == sha(z)
 
 
-@pytest.mark.skipif(not (config.ROOT / "steps" / "synthetic.py").exists(), reason="steps/synthetic.py not there yet")
 def test_mlflow_run_synthetic(mlflow_store, mlflow_run, tmp_path):
     proc = mlflow_run("-e", "download", "--env-manager", "local", "-P", "num_words=200", "-P", "num_writers=5")
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from steps import infer  # before any model load could put a model's copy of steps/ on sys.path
+from steps import infer
 from tests import model_fixture
 
 REPO = model_fixture.REPO

@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from steps import config, tfrecords
+from steps.dataset import tfrecords
+from steps.workflow import config
 
 
 def _dataset_dir(chain) -> Path:

@@ -7,7 +7,9 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from steps import config, register
+from steps import register
+from steps.registry.gate import decide
+from steps.workflow import config
 
 
 class Echo(mlflow.pyfunc.PythonModel):
@@ -48,7 +50,7 @@ def run_register(*args: str):
     (math.nan, 0.2, False, "unknown"),
 ])
 def test_decide(new, champion, promote, why):
-    decision, reason = register.decide(new, champion)
+    decision, reason = decide(new, champion)
     assert decision is promote and why in reason
 
 

@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-# Imported before any model is loaded in this process: a pyfunc model puts its own copy of steps/ (its
-# code_paths, without MLproject) first on sys.path, and `steps` must stay this repository's package.
-from steps import serve
+from steps.serving.app import create_app
 from tests import model_fixture
 
 REPO = model_fixture.REPO
@@ -358,7 +356,7 @@ def test_concurrent_requests_share_model_calls(tiny, pyfunc_model):
     model calls, and each gets what the model gives that image with its own decoder."""
     model = pyfunc_model.unwrap_python_model()
     images = [p.read_bytes() for p in tiny.images]
-    app = serve.create_app(model, {"name": "in-process"}, max_batch=32, max_wait_ms=50)
+    app = create_app(model, {"name": "in-process"}, max_batch=32, max_wait_ms=50)
     batcher = app.extensions["hwr.batcher"]
     try:
         expected = {beam: [r["text"] for r in model.recognize(images, beam)] for beam in (0, 3)}

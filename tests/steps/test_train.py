@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from steps import config
+from steps.workflow import config
 
 TINY = ["-P", "epochs=2", "-P", "batch_size=16", "-P", "conv_filters=8,16", "-P", "rnn_units=32",
         "-P", "dense_units=16"]
@@ -72,7 +72,7 @@ def test_evaluate_logs_test_metrics_predictions_and_plots(step_chain, trained):
     import mlflow
     import pyarrow.parquet as pq
 
-    from steps import ctc
+    from steps.evaluation import metrics
 
     mlflow.set_tracking_uri(step_chain.env["MLFLOW_TRACKING_URI"])
     try:
@@ -85,7 +85,7 @@ def test_evaluate_logs_test_metrics_predictions_and_plots(step_chain, trained):
     assert len(rows) == m["test_samples"]
     assert {"id", "truth", "prediction", "confidence", "cer", "prediction_beam"} <= set(rows[0])
     # the logged CER is the aggregate over characters, recomputable from the predictions
-    assert m["test_cer"] == pytest.approx(ctc.error_rates([r["truth"] for r in rows],
+    assert m["test_cer"] == pytest.approx(metrics.error_rates([r["truth"] for r in rows],
                                                           [r["prediction"] for r in rows])["cer"])
     assert "test_cer" in {x.key for x in linked}  # metrics are linked to the logged model
 
@@ -103,15 +103,16 @@ def test_train_resumes_after_being_killed(step_chain, tmp_path):
     """A run that dies after epoch 1 leaves state; the same call again continues at epoch 2."""
     import mlflow
 
-    from steps import train
+    from steps.training.fit import TrainConfig, fit
+    from steps.training.model import ModelConfig
 
     mlflow.set_tracking_uri(step_chain.env["MLFLOW_TRACKING_URI"])
     try:
         data_dir = mlflow.artifacts.download_artifacts(f"runs:/{step_chain.preprocess_run}/{config.DATASET_ARTIFACT}")
     finally:
         mlflow.set_tracking_uri(None)
-    params = dict(batch_size=16, epochs=3, learning_rate=1e-3, patience=5, augment=True, conv_filters=(8, 16),
-                  dense_units=16, rnn_units=(32,), dropout=0.1, seed=1)
+    cfg = TrainConfig(batch_size=16, epochs=3, learning_rate=1e-3, patience=5, augment=True, seed=1,
+                      model=ModelConfig(conv_filters=(8, 16), dense_units=16, rnn_units=(32,), dropout=0.1))
     seen = []
 
     def die_after_first(epoch, logs):
@@ -120,8 +121,8 @@ def test_train_resumes_after_being_killed(step_chain, tmp_path):
             raise KeyboardInterrupt("killed")
 
     with pytest.raises(KeyboardInterrupt):
-        train.fit(data_dir, tmp_path, on_epoch=die_after_first, **params)
+        fit(data_dir, tmp_path, cfg, on_epoch=die_after_first)
     assert json.loads((tmp_path / "history.json").read_text())["val_cer"]  # epoch 1 was saved
-    _, history, _, _ = train.fit(data_dir, tmp_path, on_epoch=lambda e, l: seen.append(e), **params)
+    history = fit(data_dir, tmp_path, cfg, on_epoch=lambda epoch, logs: seen.append(epoch)).history
     assert seen == [0, 1, 2]  # epoch 0 was not trained again
     assert len(history["val_cer"]) == 3

@@ -1,0 +1,43 @@
+"""Reading a dataset's records: parsed TFRecord examples of a split, and labels encoded for CTC.
+
+Shared by training, evaluation and the benchmarks; the directory may be any URI tf.io.gfile reads.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from steps.dataset import tfrecords
+from steps.dataset.info import DatasetError, DatasetInfo
+from steps.inference.charset import Charset
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def records(info: DatasetInfo, split: str, shuffle_files: bool = False) -> tf.data.Dataset:
+    """Parsed examples of one split: {id, writer, text, image uint8 [H, W, 1]}."""
+    files = tfrecords.shard_files(info.data_dir, split)
+    if not files:
+        raise DatasetError(f"no {split} shards in {info.data_dir}")
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        ds = ds.shuffle(len(files), reshuffle_each_iteration=True)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
+                       deterministic=not shuffle_files)
+    ds = ds.map(lambda r: tfrecords.parse(r, info.image_height, info.image_width), num_parallel_calls=AUTOTUNE)
+    # A known length lets Keras show progress and size its epochs without a first blind pass.
+    return ds.apply(tf.data.experimental.assert_cardinality(info.samples[split]))
+
+
+def label_encoder(chars: Charset, max_length: int):
+    """text (scalar string) -> int32 [max_length] class ids (1..n), padded with the blank 0."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(chars.characters)),
+                                            tf.range(1, len(chars.characters) + 1, dtype=tf.int32)),
+        default_value=-1)
+
+    def encode(text: tf.Tensor) -> tf.Tensor:
+        ids = table.lookup(tf.strings.unicode_split(text, "UTF-8"))
+        tf.debugging.assert_non_negative(ids, "label holds a character outside the charset")
+        return tf.pad(ids, [[0, max_length - tf.shape(ids)[0]]])
+
+    return encode

@@ -1,0 +1,1 @@
+"""Evaluation: error rates (metrics), predictions over a split and their error analysis (analysis)."""

@@ -1,0 +1,158 @@
+"""The one image preprocessing of the project: bytes -> grayscale -> distortion-free resize -> padded canvas.
+
+preprocess (to build the TFRecords), train (augmentation works on its output), the exported
+inference model (so serve and infer), and the benchmarks all call these functions; there is no
+second implementation to drift from (training/serving skew is the classic bug in HTR projects).
+`check` is the cheap gate in front of decoding: it names what is wrong with bytes that are not a
+usable image, as one of the ImageError types (serve maps each type to an HTTP status).
+
+The canvas is uint8, ink high (255 = darkest ink) and paper 0, so zero padding is paper.
+Rounding to uint8 before the model sees it makes the stored TFRecord image and the image that the
+exported model computes from the same bytes bit-identical.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Magic numbers of the formats we accept; TIFF is decoded by tensorflow-io (scanners write TIFF).
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+_TF_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8")
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF")
+
+
+DEFAULT_MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
+
+
+class ImageError(ValueError):
+    """Bytes that are not a usable image; the subclass says why, the message says it to a person."""
+
+
+class EmptyImage(ImageError):
+    """Nothing was sent, or the file is 0 bytes."""
+
+
+class UnsupportedFormat(ImageError):
+    """Not one of SUPPORTED_FORMATS (an HTML page, a PDF, text, ...)."""
+
+
+class ImageTooLarge(ImageError):
+    """More pixels than the limit: a decompression bomb or a huge scan."""
+
+
+class CorruptImage(ImageError):
+    """A supported format whose data cannot be decoded (truncated, damaged)."""
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Name of the image format of `data` from its magic number, or None if unsupported."""
+    for magic, name in zip(_TF_MAGIC + _TIFF_MAGIC, ("PNG", "JPEG", "BMP", "GIF", "TIFF", "TIFF")):
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def check(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The format name of `data` if it is worth decoding, else the ImageError saying why not.
+
+    Reads only the header, through the PIL plugin of the sniffed format: a 30000x30000 bomb of a few
+    hundred bytes costs nothing. Calling the plugin directly skips Image.open's own bomb check, so
+    PIL's process-wide MAX_IMAGE_PIXELS is never touched and our limit is the only one.
+    """
+    if not data:
+        raise EmptyImage("empty file")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise UnsupportedFormat(f"not an image in a supported format ({', '.join(SUPPORTED_FORMATS)})")
+    import io
+
+    from PIL import Image
+
+    Image.init()
+    try:
+        with Image.OPEN[fmt][0](io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception:
+        raise CorruptImage(f"corrupt {fmt} image") from None
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
+    return fmt
+
+
+def _decode_tiff(data: tf.Tensor) -> tf.Tensor:
+    import tensorflow_io as tfio  # imported lazily: its native ops are only needed for TIFF
+
+    return tfio.experimental.image.decode_tiff(data)  # first page, RGBA uint8
+
+
+def _flatten_to_gray(image: tf.Tensor) -> tf.Tensor:
+    """uint8 [H, W, C] with C in 1..4 -> uint8 [H, W, 1], alpha composited over white.
+
+    Transparent pixels are often stored as (0, 0, 0, 0): dropping alpha would turn the whole
+    background into ink, so it is blended onto paper instead.
+    """
+    x = tf.cast(image, tf.float32)
+    channels = tf.shape(x)[-1]
+    has_alpha = tf.equal(channels % 2, 0)
+    alpha = tf.cond(has_alpha, lambda: x[..., -1:] / 255.0, lambda: tf.ones_like(x[..., :1]))
+    colour = tf.cond(has_alpha, lambda: x[..., :-1], lambda: x)
+    gray = tf.cond(tf.shape(colour)[-1] >= 3,
+                   lambda: tf.image.rgb_to_grayscale(colour[..., :3]),
+                   lambda: colour[..., :1])
+    gray = gray * alpha + 255.0 * (1.0 - alpha)
+    return tf.cast(tf.clip_by_value(tf.round(gray), 0.0, 255.0), tf.uint8)
+
+
+def decode_grayscale(data: tf.Tensor) -> tf.Tensor:
+    """Encoded image bytes (scalar string) -> uint8 [H, W, 1]; first frame of a GIF; TIFF via tensorflow-io."""
+    is_tiff = tf.logical_or(tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[0],
+                            tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[1])
+    image = tf.cond(
+        is_tiff,
+        lambda: _decode_tiff(data),
+        lambda: tf.io.decode_image(data, channels=0, expand_animations=False, dtype=tf.uint8),
+    )
+    return tf.ensure_shape(_flatten_to_gray(tf.ensure_shape(image, [None, None, None])), [None, None, 1])
+
+
+def _levels(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(paper, darkest ink) grey levels: the 90th and 1st percentiles of the pixels.
+
+    Not the maximum, which a single noise speck sets; not the median, which is ink in a tight crop
+    of a dot or a dash. Any crop with at least a tenth of paper gets its paper level right.
+    """
+    values = tf.sort(tf.reshape(x, [-1]))
+    n = tf.size(values)
+    return values[(n * 9) // 10], values[n // 100]
+
+
+def resize_pad(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """uint8 [H, W, 1] dark-ink-on-light image -> uint8 [height, width, 1] canvas, ink high, aspect kept.
+
+    The image is scaled to fit the canvas without distortion (never stretched), then centred with
+    background padding, as in the Keras IAM example but with ink-high pixels so padding is blank.
+    Contrast is stretched per image first (paper -> 0, darkest ink -> 255): scans differ in paper
+    grey and ink strength, and an unstretched grey paper would leave a visible edge at the padding.
+    """
+    x = tf.cast(image, tf.float32)
+    paper, darkest = _levels(x)
+    ink = tf.clip_by_value((paper - x) * (255.0 / tf.maximum(paper - darkest, 1.0)), 0.0, 255.0)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = tf.minimum(height / shape[0], width / shape[1])
+    new_h = tf.clip_by_value(tf.cast(tf.round(shape[0] * scale), tf.int32), 1, height)
+    new_w = tf.clip_by_value(tf.cast(tf.round(shape[1] * scale), tf.int32), 1, width)
+    resized = tf.image.resize(ink, [new_h, new_w], method="area", antialias=True)
+    resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+    top = (height - new_h) // 2
+    left = (width - new_w) // 2
+    canvas = tf.pad(resized, [[top, height - new_h - top], [left, width - new_w - left], [0, 0]])
+    return tf.ensure_shape(canvas, [height, width, 1])
+
+
+def preprocess_bytes(data: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """Encoded image bytes -> uint8 [height, width, 1] model canvas. Usable eagerly and in tf.data/graphs."""
+    return resize_pad(decode_grayscale(data), height, width)
+
+
+def to_model_input(canvas: tf.Tensor) -> tf.Tensor:
+    """uint8 canvas -> float32 in [0, 1], the model's input scaling."""
+    return tf.cast(canvas, tf.float32) / 255.0

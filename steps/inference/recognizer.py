@@ -1,0 +1,93 @@
+"""The loaded recogniser: encoded image bytes in, text and confidence out, bad images isolated.
+
+`HandwritingModel` is the pyfunc model logged by train (`handwriting_recognition_model`): its artifacts
+are a SavedModel that holds the network together with imaging.preprocess_bytes, the charset and
+ctc.decode (see steps/training/export.py), and charset.json. serve, infer, evaluate and
+`mlflow models serve` all run it, so they run exactly the preprocessing and decoding that training used.
+Loading checks that the embedded charset and charset.json agree.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import mlflow
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from steps.inference import ctc, imaging
+from steps.inference.charset import Charset, CharsetError
+
+SAVED_MODEL = "saved_model"   # names of the pyfunc model's artifacts
+CHARSET = "charset.json"
+DEFAULT_MAX_PIXELS = imaging.DEFAULT_MAX_PIXELS
+
+
+class HandwritingModel(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: a DataFrame with a binary column `image` -> columns `text`, `confidence`."""
+
+    def load_context(self, context) -> None:
+        self._load(Path(context.artifacts[SAVED_MODEL]), Path(context.artifacts[CHARSET]))
+
+    def _load(self, saved_model: Path, charset_path: Path) -> None:
+        # tensorflow-io registers its ops lazily; the SavedModel's TIFF branch needs IO>DecodeTiff loaded.
+        from tensorflow_io.python.ops import core_ops
+
+        core_ops.io_decode_tiff  # noqa: B018  (attribute access loads the op library)
+
+        self.module = tf.saved_model.load(str(saved_model))
+        self.charset = Charset.load(charset_path)
+        embedded = tuple(c.decode("utf-8") for c in self.module.charset().numpy())
+        if embedded != self.charset.characters:
+            raise CharsetError(f"charset.json ({len(self.charset.characters)} characters) does not match the "
+                               f"charset the model was trained with ({len(embedded)}): refusing to decode with it")
+        self.characters = tf.constant(list(self.charset.characters), tf.string)
+
+    def canvas(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Encoded bytes -> uint8 canvas, or the imaging.ImageError saying why the bytes are not usable."""
+        fmt = imaging.check(data, max_pixels)
+        try:
+            return self.module.preprocess(tf.constant(data)).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+            raise imaging.CorruptImage(f"corrupt {fmt} image") from None
+
+    def canvases(self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
+                 ) -> list[np.ndarray | imaging.ImageError]:
+        """One canvas per image, or its ImageError: a bad image never fails the others."""
+        out: list[np.ndarray | imaging.ImageError] = []
+        for data in images:
+            try:
+                out.append(self.canvas(bytes(data), max_pixels))
+            except imaging.ImageError as e:
+                out.append(e)
+        return out
+
+    def recognize_canvases(self, canvases: np.ndarray, beam_width: int = 0) -> list[tuple[str, float]]:
+        """uint8 canvases [B, H, W, 1] -> [(text, confidence)]; greedy runs wholly inside the SavedModel."""
+        if beam_width > 0:
+            texts, conf = ctc.decode(self.module.logits(tf.constant(canvases)), self.characters, beam_width)
+        else:
+            out = self.module.recognize_canvas(tf.constant(canvases))
+            texts, conf = out["text"], out["confidence"]
+        return [(t.decode("utf-8"), float(c)) for t, c in zip(texts.numpy(), conf.numpy())]
+
+    def recognize(self, images: Sequence[bytes], beam_width: int = 0,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[dict]:
+        """Encoded images -> [{"text", "confidence"} or {"error"}], one entry per image, bad ones isolated."""
+        prepared = self.canvases(images, max_pixels)
+        good = [i for i, c in enumerate(prepared) if not isinstance(c, imaging.ImageError)]
+        results: list[dict] = [{"error": str(c)} if isinstance(c, imaging.ImageError) else {} for c in prepared]
+        if good:
+            read = self.recognize_canvases(np.stack([prepared[i] for i in good]), beam_width)
+            for i, (text, conf) in zip(good, read):
+                results[i] = {"text": text, "confidence": conf}
+        return results
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        images = [v if isinstance(v, (bytes, bytearray)) else bytes(v) for v in model_input["image"]]
+        results = self.recognize(images, int((params or {}).get("beam_width", 0)))
+        bad = [f"row {i}: {r['error']}" for i, r in enumerate(results) if "error" in r]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return pd.DataFrame({"text": [r["text"] for r in results], "confidence": [r["confidence"] for r in results]})

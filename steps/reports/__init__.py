@@ -1,0 +1,1 @@
+"""Figures logged as artifacts (matplotlib, headless): sample grids, learning curves, error analysis."""

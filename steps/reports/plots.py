@@ -1,0 +1,91 @@
+"""Plots logged as artifacts: sample grids, learning curves, error analysis. matplotlib, headless."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: Path, dpi: int = 100) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _show_canvas(ax, canvas: np.ndarray, caption: str) -> None:
+    ax.imshow(255 - canvas[..., 0], cmap="gray", vmin=0, vmax=255)  # back to dark ink on paper
+    ax.set_title(caption, fontsize=9)
+
+
+def image_grid(items: Sequence[tuple[np.ndarray, str]], path: Path, title: str, columns: int = 4) -> Path:
+    """Save canvases (uint8 [H, W, 1], ink high) with captions as one PNG grid."""
+    rows = max(1, -(-len(items) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 3, rows * 1.1 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (canvas, caption) in zip(axes.flat, items):
+        _show_canvas(ax, canvas, caption)
+    fig.suptitle(title)
+    return _save(fig, path, dpi=80)
+
+
+def image_rows(groups: dict[str, Sequence[tuple[np.ndarray, str]]], path: Path, title: str, columns: int = 4) -> Path:
+    """Save named groups of captioned canvases, each group starting on a new row under its own label."""
+    layout = [(name, list(items[i:i + columns])) for name, items in groups.items()
+              for i in range(0, max(len(items), 1), columns)]
+    fig, axes = plt.subplots(len(layout), columns, figsize=(columns * 3, len(layout) * 1.2 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    previous = None
+    for row, (name, items) in zip(axes, layout):
+        if name != previous:
+            row[0].text(-0.08, 0.5, name, transform=row[0].transAxes, rotation=90, va="center", ha="right",
+                        fontsize=10, fontweight="bold")
+            previous = name
+        if not items:
+            row[0].text(0.0, 0.5, "(none)", transform=row[0].transAxes, fontsize=9)
+        for ax, (canvas, caption) in zip(row, items):
+            _show_canvas(ax, canvas, caption)
+    fig.suptitle(title)
+    return _save(fig, path, dpi=80)
+
+
+def curves(series: dict[str, Sequence[float]], path: Path, title: str, ylabel: str) -> Path:
+    """Save per-epoch curves (one line per named series) as a PNG."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, values in series.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def histogram(values: Sequence[float], path: Path, title: str, xlabel: str, bins: int = 20) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.hist(values, bins=bins, color="steelblue", edgecolor="white")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("samples")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def bars(labels: Sequence[str], values: Sequence[float], path: Path, title: str, xlabel: str, ylabel: str,
+         horizontal: bool = False) -> Path:
+    fig, ax = plt.subplots(figsize=(7, max(4, 0.3 * len(labels))) if horizontal else (7, 4))
+    if horizontal:
+        ax.barh(list(labels)[::-1], list(values)[::-1], color="indianred")
+    else:
+        ax.bar(list(labels), list(values), color="steelblue")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    return _save(fig, path)

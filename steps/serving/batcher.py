@@ -1,0 +1,116 @@
+"""Micro-batching: the images of concurrent requests go through one model call.
+
+One background thread owns the model call; request threads submit canvases and wait on futures.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import threading
+import time
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+MAX_WAIT_MS = 5.0                       # longest a batch waits for more images from requests being prepared
+
+
+@dataclasses.dataclass
+class _Item:
+    canvas: np.ndarray
+    beam_width: int
+    future: concurrent.futures.Future
+
+
+class MicroBatcher:
+    """Runs the canvases of concurrent requests through one `recognize(canvases, beam_width)` call.
+
+    One background thread owns the model call. A request thread preprocesses its images itself
+    (inside `preparing()`, so that work runs in parallel) and submits the canvases. The batcher
+    takes the oldest pending item and adds pending items with the same beam width, waiting up to
+    `max_wait_ms` for more only while some request is still preparing: a lone request never waits,
+    and under load one call serves many requests (that is where the throughput comes from).
+    Greedy and beam items never share a call, since the decoder differs.
+    """
+
+    def __init__(self, recognize: Callable[[np.ndarray, int], Sequence[tuple[str, float]]], max_batch: int,
+                 max_wait_ms: float = MAX_WAIT_MS):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._recognize = recognize
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self._cond = threading.Condition()
+        self._pending: list[_Item] = []
+        self._preparing = 0
+        self._closed = False
+        self.batches = 0       # model calls and images so far (tests and debugging read them)
+        self.images = 0
+        self._thread = threading.Thread(target=self._run, name="hwr-batcher", daemon=True)
+        self._thread.start()
+
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Mark a request as about to submit, so a forming batch waits a moment for it."""
+        with self._cond:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._preparing -= 1
+                self._cond.notify_all()
+
+    def submit(self, canvases: Sequence[np.ndarray], beam_width: int = 0) -> list[concurrent.futures.Future]:
+        """Queue canvases; each future resolves to (text, confidence) or raises the model's exception."""
+        items = [_Item(c, beam_width, concurrent.futures.Future()) for c in canvases]
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            self._pending.extend(items)
+            self._cond.notify_all()
+        return [i.future for i in items]
+
+    def close(self) -> None:
+        """Finish what is pending, then stop the thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _take(self) -> list[_Item]:
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            if not self._pending:
+                return []
+            beam = self._pending[0].beam_width
+            deadline = time.monotonic() + self.max_wait
+            while self._preparing > 0:
+                if sum(i.beam_width == beam for i in self._pending) >= self.max_batch:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch = [i for i in self._pending if i.beam_width == beam][: self.max_batch]
+            taken = {id(i) for i in batch}
+            self._pending = [i for i in self._pending if id(i) not in taken]
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            try:
+                results = self._recognize(np.stack([i.canvas for i in batch]), batch[0].beam_width)
+            except BaseException as e:  # the callers report it; the batcher must survive
+                for i in batch:
+                    i.future.set_exception(e)
+                continue
+            self.batches += 1
+            self.images += len(batch)
+            for i, result in zip(batch, results):
+                i.future.set_result(result)

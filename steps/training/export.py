@@ -1,0 +1,110 @@
+"""Export a trained network as the inference model: one SavedModel holding preprocessing, network and decoding,
+logged as the pyfunc model `handwriting_recognition_model` (see steps/inference/recognizer.py).
+
+The logged model carries only `steps/inference` as its code: staged as `steps/inference` under a folder with
+no `steps/__init__.py`, so in a process of its own `steps` is a namespace package holding just the inference
+code, while in ours the repository's regular `steps` package still wins (a namespace portion earlier on
+sys.path never shadows a regular package later on it). No sys.path repair is needed anywhere.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from steps.inference import ctc, imaging
+from steps.inference.charset import Charset
+from steps.inference.recognizer import CHARSET, SAVED_MODEL, HandwritingModel
+from steps.workflow import config
+
+INFERENCE_PACKAGE = config.ROOT / "steps" / "inference"
+# What the model needs at inference, taken (pinned) from requirements.txt, the one pin list.
+RUNTIME_PACKAGES = {"tensorflow-cpu", "tensorflow-io", "keras", "mlflow", "numpy", "pandas", "pillow", "protobuf",
+                    "pyarrow"}
+
+
+
+def save(model: tf.keras.Model, charset: Charset, height: int, width: int, out_dir: Path) -> Path:
+    """Write the SavedModel and charset.json into `out_dir` (the pyfunc model's artifacts).
+
+    Endpoints: preprocess (bytes -> canvas), logits (canvases -> logits), recognize_canvas
+    (canvases -> text, confidence), recognize (bytes [B] -> text, confidence; also serving_default)
+    and charset. keras.export.ExportArchive tracks every Keras variable (a plain tf.Module misses
+    Keras 3's seed-generator state).
+    """
+    import keras
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chars = tf.constant(list(charset.characters), tf.string)
+    canvas_spec = tf.TensorSpec([None, height, width, 1], tf.uint8)
+
+    def preprocess(image):
+        return imaging.preprocess_bytes(image, height, width)
+
+    def logits(canvas):
+        return model(imaging.to_model_input(canvas), training=False)
+
+    def recognize_canvas(canvas):
+        text, confidence = ctc.decode(logits(canvas), chars)
+        return {"text": text, "confidence": confidence}
+
+    def recognize(images):
+        canvas = tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec([height, width, 1], tf.uint8))
+        return recognize_canvas(canvas)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("preprocess", preprocess, [tf.TensorSpec([], tf.string)])
+    archive.add_endpoint("logits", logits, [canvas_spec])
+    archive.add_endpoint("recognize_canvas", recognize_canvas, [canvas_spec])
+    archive.add_endpoint("serve", recognize, [tf.TensorSpec([None], tf.string)])
+    archive.add_endpoint("charset", lambda: chars, [])
+    archive.write_out(str(out_dir / SAVED_MODEL), verbose=False)
+    charset.save(out_dir / CHARSET)
+    return out_dir
+
+
+
+def runtime_requirements() -> list[str]:
+    """The pinned packages the model needs at inference, taken from requirements.txt (the one pin list)."""
+    lines = (config.ROOT / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.split("==")[0].strip().lower() in RUNTIME_PACKAGES]
+
+
+def example_png(canvas: np.ndarray) -> bytes:
+    """A canvas as a dark-on-light PNG (what a user would upload), for the model's input example."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(255 - canvas[..., 0]).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def log_model(artifacts_dir: Path, example: bytes, name: str) -> mlflow.models.model.ModelInfo:
+    """Log the exported model as a pyfunc model of the active run, with signature, input example and its code."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("binary", "image")]),
+        outputs=Schema([ColSpec("string", "text"), ColSpec("double", "confidence")]),
+        params=ParamSchema([ParamSpec("beam_width", "long", 0)]),
+    )
+    with tempfile.TemporaryDirectory(prefix="hwr-code-") as stage:
+        code = Path(stage) / "steps"  # no __init__.py here, on purpose (see the module docstring)
+        shutil.copytree(INFERENCE_PACKAGE, code / "inference", ignore=shutil.ignore_patterns("__pycache__"))
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=HandwritingModel(),
+            artifacts={SAVED_MODEL: str(artifacts_dir / SAVED_MODEL), CHARSET: str(artifacts_dir / CHARSET)},
+            code_paths=[str(code)],
+            signature=signature,
+            input_example=pd.DataFrame({"image": [example]}),
+            pip_requirements=runtime_requirements(),
+        )

@@ -1,0 +1,137 @@
+"""Fitting the recogniser: the distribution strategy, the Keras fit loop with validation CER, and resumable state.
+
+Pure of MLflow: `fit` reports each epoch through `on_epoch(epoch, logs)`, which the train step logs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from steps.dataset import reader
+from steps.dataset.info import DatasetError, DatasetInfo
+from steps.evaluation import metrics
+from steps.inference import ctc
+from steps.training import inputs
+from steps.training import model as modelib
+from steps.training.model import ModelConfig
+from steps.workflow import config
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what a training run computes; no defaults here (train's MLproject parameters)."""
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    patience: int
+    augment: bool
+    seed: int
+    model: ModelConfig
+
+
+@dataclass
+class Fitted:
+    model: keras.Model        # with the best-val-CER weights
+    history: dict[str, list[float]]
+    dataset: DatasetInfo
+
+
+def strategy() -> tf.distribute.Strategy:
+    """Default strategy on one device, MirroredStrategy over several GPUs, MultiWorker when TF_CONFIG names workers."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def work_dir_for(data_dir: str, cfg: TrainConfig) -> Path:
+    """Resumable state lives under the cache, keyed by dataset, configuration and code (not by run id)."""
+    key = hashlib.sha256(json.dumps([data_dir, asdict(cfg), config.code_digest()], sort_keys=True).encode())
+    path = config.cache_dir() / "train" / key.hexdigest()[:16]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class EpochReport(keras.callbacks.Callback):
+    """Owns the run's history: adds val CER/WER, learning rate and samples/s to each epoch's logs, saves the
+    history atomically and the best-val-CER weights. Must come before the callbacks that read val_cer."""
+
+    def __init__(self, val_ds: tf.data.Dataset, val_texts: list[str], characters: tf.Tensor, train_samples: int,
+                 work_dir: Path, on_epoch: Callable[[int, dict], None] | None):
+        super().__init__()
+        self.val_ds, self.val_texts, self.characters = val_ds, val_texts, characters
+        self.train_samples, self.on_epoch = train_samples, on_epoch
+        self.history_file, self.best_file = work_dir / "history.json", work_dir / "best.weights.h5"
+        self.history: dict[str, list[float]] = (json.loads(self.history_file.read_text())
+                                                if self.history_file.exists() else {})
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self.train_seconds = time.perf_counter() - self.start  # samples/s of training, not validation
+
+    def on_epoch_end(self, epoch, logs=None):
+        predicted = []
+        for images, _ in self.val_ds:
+            texts, _ = ctc.decode(self.model(images, training=False), self.characters)
+            predicted += [t.decode() for t in texts.numpy()]
+        rates = metrics.error_rates(self.val_texts, predicted)
+        logs["val_cer"], logs["val_wer"] = rates["cer"], rates["wer"]
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["samples_per_second"] = self.train_samples / self.train_seconds
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+        if logs["val_cer"] <= min(self.history["val_cer"]):  # best so far, resumed epochs included
+            self.model.save_weights(self.best_file)
+        partial = self.history_file.with_suffix(".partial")
+        partial.write_text(json.dumps(self.history))
+        os.replace(partial, self.history_file)
+        if self.on_epoch:
+            self.on_epoch(epoch, {k: float(v) for k, v in logs.items()})
+
+
+def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None = None) -> Fitted:
+    """Train on the dataset at `data_dir` and return the model with the best val-CER weights and its history.
+
+    `work_dir` holds the resumable state (Keras BackupAndRestore, best weights, history); a rerun
+    with the same `work_dir` continues where a killed run stopped. `on_epoch(epoch, logs)` reports.
+    """
+    keras.utils.set_random_seed(cfg.seed)
+    info = DatasetInfo.load(data_dir)
+    if info.samples["val"] == 0:
+        raise DatasetError("the dataset has no validation samples: preprocess with val_ratio > 0")
+    dist = strategy()
+    global_batch = cfg.batch_size * dist.num_replicas_in_sync
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE if info.shards.get("train", 0) >= dist.num_replicas_in_sync
+        else tf.data.experimental.AutoShardPolicy.DATA)
+    train_ds = inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed).with_options(options)
+    val_ds = inputs.batches(info, "val", global_batch)
+    val_texts = [t.decode() for t in reader.records(info, "val").map(lambda ex: ex["text"]).as_numpy_iterator()]
+    with dist.scope():
+        net = modelib.build(cfg.model, info.image_height, info.image_width, info.charset.size)
+        net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=ctc.loss)
+    report = EpochReport(val_ds, val_texts, tf.constant(list(info.charset.characters)), info.samples["train"],
+                         work_dir, on_epoch)
+    callbacks = [  # in this order: the report writes val_cer into the logs that the last two read
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
+        report,
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), min_lr=1e-5),
+        keras.callbacks.EarlyStopping("val_cer", patience=cfg.patience, mode="min"),
+    ]
+    net.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
+    if report.best_file.exists():
+        net.load_weights(report.best_file)
+    return Fitted(net, report.history, info)

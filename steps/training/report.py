@@ -1,0 +1,27 @@
+"""The plots a training run logs: learning curves and a grid of validation predictions."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from steps.dataset import reader
+from steps.inference import ctc, imaging
+from steps.reports import plots
+from steps.training.fit import Fitted
+
+
+def training_plots(fitted: Fitted, out: Path, count: int = 16) -> list[np.ndarray]:
+    """loss.png, cer.png and val_predictions.png into `out`; returns the grid's validation canvases."""
+    history = fitted.history
+    plots.curves({"train": history["loss"], "val": history["val_loss"]}, out / "loss.png", "CTC loss", "loss")
+    plots.curves({"val CER": history["val_cer"], "val WER": history["val_wer"]}, out / "cer.png",
+                 "validation error rates", "rate")
+    examples = list(reader.records(fitted.dataset, "val").take(count).as_numpy_iterator())
+    canvases = np.stack([e["image"] for e in examples])
+    characters = tf.constant(list(fitted.dataset.charset.characters))
+    texts, _ = ctc.decode(fitted.model(imaging.to_model_input(canvases), training=False), characters)
+    items = [(e["image"], f"{e['text'].decode()} -> {t.decode()}") for e, t in zip(examples, texts.numpy())]
+    plots.image_grid(items, out / "val_predictions.png", "validation: truth -> prediction")
+    return [e["image"] for e in examples]

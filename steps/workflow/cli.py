@@ -1,0 +1,34 @@
+"""What every step CLI shares: library errors become one-line click errors, in one place."""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import click
+
+
+def user_errors(*types: type[BaseException]) -> Callable:
+    """Decorate a click command so that the library errors `types` end it with their message alone.
+
+    Library code raises its own specific errors and never click's; this is where they are translated.
+    """
+    def decorate(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            try:
+                return command(*args, **kwargs)
+            except types as e:
+                raise click.ClickException(str(e)) from None
+        return wrapper
+    return decorate
+
+
+def ints(text: str) -> tuple[int, ...]:
+    """A comma-separated list of positive integers (conv_filters=32,64), as a click value."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"expected comma-separated positive integers like 32,64, got {text!r}")
+    return values

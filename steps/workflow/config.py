@@ -1,0 +1,85 @@
+"""Names shared by every step, declared once, and the parameter defaults read from MLproject.
+
+Parameter defaults are not written here: they live in MLproject, and `defaults(entry_point)` reads them
+so that a step's CLI and `mlflow run` can never disagree. Artifact and file names are spelled only here.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = ROOT / "data"
+
+# Artifact names: the only place these strings are spelled.
+RAW_ARTIFACT = "raw"                       # download -> preprocess
+DOWNLOAD_INFO = "download.json"
+DATASET_ARTIFACT = "dataset"               # preprocess -> train/evaluate
+MODEL_ARTIFACT = "handwriting_recognition_model"  # train -> evaluate/register/serve/infer
+PREDICTIONS_FILE = "predictions.parquet"
+
+# Canonical raw layout, whatever the source: IAM's words.txt plus the words archive untouched
+# (members like a01/a01-000u/a01-000u-00-00.png), read in place by preprocess.
+WORDS_TXT = "words.txt"
+WORDS_ARCHIVE = "words.tgz"
+FORMS_TXT = "forms.txt"                 # optional: form id -> writer id (official IAM ascii.tgz, synthetic)
+
+# Files inside dataset/.
+CHARSET_FILE = "charset.json"
+MANIFEST_FILE = "manifest.parquet"
+STATS_FILE = "stats.json"
+SPLITS = ("train", "val", "test")
+SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+# Tags that the pipeline's run cache and lineage rely on.
+TAG_CODE_DIGEST = "hwr.code_digest"
+TAG_STEP = "hwr.step"
+
+# Default IAM sources.
+IAM_MIRROR_URL = "https://github.com/sayakpaul/Handwriting-Recognizer-in-Keras/releases/download/v1.0.0/IAM_Words.zip"
+IAM_OFFICIAL_BASE = "https://fki.tic.heia-fr.ch/DBs/iamDB/data/"
+
+
+@functools.cache
+def _mlproject() -> dict:
+    return yaml.safe_load((ROOT / "MLproject").read_text())
+
+
+def defaults(entry_point: str) -> dict[str, object]:
+    """Parameter defaults of one MLproject entry point (parameters without a default are omitted)."""
+    params = _mlproject()["entry_points"][entry_point].get("parameters", {})
+    return {name: spec["default"] for name, spec in params.items() if "default" in spec}
+
+
+def parameters(entry_point: str) -> list[str]:
+    """Names of the parameters an entry point declares."""
+    return list(_mlproject()["entry_points"][entry_point].get("parameters", {}))
+
+
+# The registry names are register's MLproject defaults; serve and infer default to the champion of that model.
+REGISTERED_MODEL = str(defaults("register")["model_name"])
+CHAMPION_ALIAS = str(defaults("register")["alias"])
+CHAMPION_URI = f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}"
+
+
+def cache_dir() -> Path:
+    """Where downloads and resumable training state are kept: $HWR_CACHE_DIR, else ~/.cache/handwriting-recognition."""
+    return Path(os.environ.get("HWR_CACHE_DIR") or Path.home() / ".cache" / "handwriting-recognition")
+
+
+def code_digest() -> str:
+    """sha256 over the code that defines what a step computes (steps/**, pipeline.py, MLproject).
+
+    Finer than the git commit: uncommitted edits change it too, and README edits do not.
+    """
+    h = hashlib.sha256()
+    files = sorted(p for p in (ROOT / "steps").rglob("*") if p.suffix in (".py", ".html") and p.is_file())
+    for f in files + [ROOT / "pipeline.py", ROOT / "MLproject"]:
+        if f.exists():
+            h.update(f.relative_to(ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]

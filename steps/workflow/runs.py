@@ -1,0 +1,96 @@
+"""MLflow runs of the steps: start a step's run, log to stderr, and find earlier runs (one search for all).
+
+Every "which earlier run?" question of the project (the pipeline's run cache, a step run alone looking
+for its input, register looking for the evaluation of a model, the tests) goes through `find_run`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Mapping
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from steps.workflow import config
+
+
+class UpstreamNotFound(LookupError):
+    """No finished run of the step a step needs its input from."""
+
+
+def start_step(step: str, params: Mapping[str, object]) -> mlflow.ActiveRun:
+    """Start (or, under `mlflow run`, resume via MLFLOW_RUN_ID) the run of a step and tag it.
+
+    `mlflow run` has already logged the declared parameters; a direct `python -m steps.x` has not,
+    so only the missing ones are logged (re-logging a param with another string value is an error).
+    """
+    run = mlflow.start_run()
+    mlflow.set_tags({config.TAG_STEP: step, config.TAG_CODE_DIGEST: config.code_digest()})
+    logged = mlflow.get_run(run.info.run_id).data.params
+    missing = {k: param_value(v) for k, v in params.items() if k not in logged}
+    if missing:
+        mlflow.log_params(missing)
+    return run
+
+
+def param_value(value: object) -> str:
+    """A parameter as `mlflow run` stores it (shell-quoted: "" becomes "''"), so direct and
+    `mlflow run` launches of a step log, and are matched by, the same strings."""
+    from mlflow.utils.string_utils import quote
+
+    return quote(str(value))
+
+
+def log(message: str) -> None:
+    """Progress and decisions go to stderr, so stdout stays clean for results (infer)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def current_experiment_id() -> str:
+    active = mlflow.active_run()
+    return active.info.experiment_id if active else os.environ.get("MLFLOW_EXPERIMENT_ID", "0")
+
+
+def find_run(step: str, params: Mapping[str, object] | None = None, *, tags: Mapping[str, str] | None = None,
+             require: Callable[[Run], bool] | None = None, experiment_id: str | None = None,
+             client: MlflowClient | None = None, status: str | None = "FINISHED") -> Run | None:
+    """The newest run of `step` in the experiment with this `status` (None: any) whose params equal `params`
+    (compared as the strings `mlflow run` stores), whose tags equal `tags`, and for which `require(run)`
+    holds; else None.
+
+    Matching happens here rather than in the search filter: stored params are shell-quoted and may hold
+    either kind of quote, which a filter string cannot always express.
+    """
+    client = client or MlflowClient()
+    experiment_id = experiment_id or current_experiment_id()
+    wanted = {k: param_value(v) for k, v in (params or {}).items()}
+    query = f"tags.`{config.TAG_STEP}` = '{step}'" + (f" and attributes.status = '{status}'" if status else "")
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
+                                  max_results=200, page_token=token)
+        for run in page:
+            if (all(run.data.params.get(k) == v for k, v in wanted.items())
+                    and all(run.data.tags.get(k) == v for k, v in (tags or {}).items())
+                    and (require is None or require(run))):
+                return run
+        token = page.token
+        if not token:
+            return None
+
+
+def upstream_uri(uri: str, step: str, artifact: str, params: Mapping[str, object] | None = None) -> str:
+    """`uri` if given, else `runs:/<id>/<artifact>` of the newest matching finished run of `step`."""
+    if uri:
+        return uri
+    run = find_run(step, params)
+    if run is None:
+        wanted = ", ".join(f"{k}={v}" for k, v in (params or {}).items()) or "any parameters"
+        raise UpstreamNotFound(
+            f"no finished '{step}' run ({wanted}) in this experiment: run `mlflow run . -e {step}` first "
+            f"or pass the artifact URI explicitly")
+    found = f"runs:/{run.info.run_id}/{artifact}"
+    log(f"using {found} (newest finished '{step}' run, started {run.info.start_time})")
+    return found

@@ -1,0 +1,103 @@
+"""steps.inference.ctc: decoding against hand-computed paths."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from steps.inference import ctc
+
+CHARS = ["e", "h", "l", "o"]          # class i + 1; class 0 is the blank
+CLS = {"-": 0, **{c: i + 1 for i, c in enumerate(CHARS)}}
+CHARACTERS = tf.constant(CHARS)
+
+
+def logits_for(paths: list[str], peak: float = 0.9) -> np.ndarray:
+    """Log-probabilities [B, T, C] whose best path is `paths[b]` ('-' is blank); each step's best class has `peak`."""
+    steps = max(len(p) for p in paths)
+    rest = (1.0 - peak) / (len(CHARS))
+    probs = np.full((len(paths), steps, len(CHARS) + 1), rest, np.float64)
+    for b, path in enumerate(paths):
+        path = path.ljust(steps, "-")
+        for t, c in enumerate(path):
+            probs[b, t, CLS[c]] = peak
+    return np.log(probs).astype(np.float32)
+
+
+def texts(tensor: tf.Tensor) -> list[str]:
+    return [t.decode("utf-8") for t in tensor.numpy()]
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("hhe-l-lo", "hello"),     # repeats collapse; a blank separates the doubled l
+    ("hhellllo", "helo"),      # without a blank a doubled letter collapses to one
+    ("--h--e--", "he"),
+    ("hel-lo--", "hello"),
+    ("--------", ""),          # all blank -> empty string
+    ("l-l-l-l-", "llll"),
+    ("o", "o"),
+])
+def test_greedy_decode_hand_computed(path, expected):
+    out, confidence = ctc.decode(tf.constant(logits_for([path])), CHARACTERS)
+    assert texts(out) == [expected]
+    c = float(confidence.numpy()[0])
+    assert 0.0 < c <= 1.0
+    assert c == pytest.approx(0.9 ** len(path), rel=1e-4)  # probability of the best path
+
+
+def test_greedy_decode_batch_of_different_lengths():
+    paths = ["hhe-l-lo", "--------", "o-------", "he------"]
+    out, confidence = ctc.decode(tf.constant(logits_for(paths)), CHARACTERS)
+    assert texts(out) == ["hello", "", "o", "he"]
+    assert confidence.shape == (4,) and confidence.dtype == tf.float32
+
+
+def test_confidence_is_lower_for_a_less_certain_path():
+    _, sure = ctc.decode(tf.constant(logits_for(["he-llo"], peak=0.99))[:, :6], CHARACTERS)
+    _, unsure = ctc.decode(tf.constant(logits_for(["he-llo"], peak=0.6))[:, :6], CHARACTERS)
+    assert 0.0 < float(unsure[0]) < float(sure[0]) <= 1.0
+
+
+def test_decode_does_not_need_normalised_logits():
+    raw = logits_for(["hhe-l-lo"]) * 3.0 + 17.0  # any scale/shift of logits: softmax is applied inside
+    out, confidence = ctc.decode(tf.constant(raw), CHARACTERS)
+    assert texts(out) == ["hello"] and 0.0 < float(confidence[0]) <= 1.0
+
+
+@pytest.mark.parametrize("beam_width", [1, 5, 10])
+def test_beam_search_agrees_with_greedy_on_a_peaked_distribution(beam_width):
+    paths = ["hhe-l-lo", "--------", "o-h-e---", "lol-l---", "-e-e-e-e"]
+    logits = tf.constant(logits_for(paths, peak=0.97))
+    greedy, greedy_conf = ctc.decode(logits, CHARACTERS)
+    beam, beam_conf = ctc.decode(logits, CHARACTERS, beam_width=beam_width)
+    assert texts(greedy) == ["hello", "", "ohe", "loll", "eeee"]
+    assert texts(beam) == texts(greedy)
+    # Beam scores a label sequence over all its paths, so it is at least the best single path's probability.
+    assert np.all(beam_conf.numpy() >= greedy_conf.numpy() - 1e-5)
+    assert np.all((beam_conf.numpy() > 0) & (beam_conf.numpy() <= 1))
+
+
+def test_beam_search_finds_the_label_that_greedy_misses():
+    # Classic case: best single path is blank-blank, but "h" summed over its paths is more likely.
+    # classes [blank, e, h, l, o]; 0.3 of the mass is spread over e/l/o so that no single one beats blank
+    p = np.array([[[0.4, 0.1, 0.3, 0.1, 0.1], [0.4, 0.1, 0.3, 0.1, 0.1]]])
+    logits = tf.constant(np.log(p / p.sum(-1, keepdims=True)).astype(np.float32))
+    assert texts(ctc.decode(logits, CHARACTERS)[0]) == [""]
+    # P("") = 0.16, P("h") = 0.3*0.3 + 0.3*0.4 + 0.4*0.3 = 0.33
+    assert texts(ctc.decode(logits, CHARACTERS, beam_width=4)[0]) == ["h"]
+
+
+def test_decode_works_inside_tf_function():
+    logits = tf.constant(logits_for(["hhe-l-lo", "o-------"]))
+    fn = tf.function(lambda x: ctc.decode(x, CHARACTERS), input_signature=[tf.TensorSpec([None, None, 5])])
+    out, _ = fn(logits)
+    assert texts(out) == ["hello", "o"]
+
+
+def test_decode_of_multibyte_characters():
+    chars = tf.constant(["é", "ß"])
+    probs = np.full((1, 4, 3), 0.05)
+    for t, c in enumerate([1, 0, 1, 2]):
+        probs[0, t, c] = 0.9
+    out, _ = ctc.decode(tf.constant(np.log(probs).astype(np.float32)), chars)
+    assert texts(out) == ["ééß"]

@@ -1,0 +1,194 @@
+"""steps.training.inputs and steps.dataset.reader: label encoding, augmentation and the tf.data pipeline over a
+real dataset directory."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from steps.dataset import reader, tfrecords
+from steps.dataset.info import DatasetError, DatasetInfo
+from steps.inference import imaging
+from steps.inference.charset import Charset, CharsetError
+from steps.training import inputs
+from steps.workflow import config
+
+H, W, MAX_LEN = 32, 128, 12
+TEXTS = {"train": ["hello", "a", "world", "its", "the", "l'eau", "ok", "dog", "zebra", "hi", "x"],
+         "val": ["cat", "ill"], "test": ["eat"]}
+
+
+def canvas(seed: int) -> np.ndarray:
+    """A paper canvas with a few strokes of ink (uint8, ink high)."""
+    rng = np.random.default_rng(seed)
+    c = np.zeros((H, W, 1), np.uint8)
+    for _ in range(6):
+        y, x = rng.integers(4, H - 8), rng.integers(8, W - 20)
+        c[y:y + 4, x:x + 14] = 255
+    return c
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    """A dataset/ folder as preprocess writes it: shards (train split over two), charset.json, stats.json."""
+    root = tmp_path_factory.mktemp("dataset")
+    chars = Charset.from_texts(TEXTS["train"])
+    chars.save(root / config.CHARSET_FILE)
+    n = 0
+    for split, texts in TEXTS.items():
+        count = 2 if split == "train" else 1
+        writers = [tf.io.TFRecordWriter(str(root / tfrecords.shard_name(split, i, count))) for i in range(count)]
+        for i, text in enumerate(texts):
+            writers[i % count].write(tfrecords.serialize(f"{split}-{i}", f"w{i}", text, canvas(n)))
+            n += 1
+        for w in writers:
+            w.close()
+    stats = {"image_height": H, "image_width": W, "max_label_length": MAX_LEN,
+             "samples": {k: len(v) for k, v in TEXTS.items()}}
+    (root / config.STATS_FILE).write_text(json.dumps(stats))
+    return root
+
+
+# --- label_encoder ------------------------------------------------------------------------------
+
+def test_label_encoder_pads_with_blank_and_keeps_the_true_length():
+    chars = Charset.from_texts(["hello world"])
+    encode = reader.label_encoder(chars, MAX_LEN)
+    ids = encode(tf.constant("hello")).numpy()
+    assert ids.dtype == np.int32 and ids.shape == (MAX_LEN,)
+    assert list(ids[:5]) == chars.encode("hello") and not ids[5:].any()
+    assert np.count_nonzero(ids) == 5  # what ctc_loss will count as the label length
+    assert chars.decode(ids) == "hello"
+
+
+def test_label_encoder_in_tf_data_gives_the_same_ids():
+    chars = Charset.from_texts(["hello world", "été"])
+    encode = reader.label_encoder(chars, MAX_LEN)
+    words = ["hello", "été", "", "w" * MAX_LEN]
+    got = list(tf.data.Dataset.from_tensor_slices(words).map(encode).as_numpy_iterator())
+    for word, ids in zip(words, got):
+        assert list(ids) == chars.encode(word) + [0] * (MAX_LEN - len(word))  # UTF-8 aware: "été" is 3 labels
+
+
+def test_label_encoder_refuses_a_character_outside_the_charset():
+    encode = reader.label_encoder(Charset.from_texts(["abc"]), MAX_LEN)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outside the charset"):
+        encode(tf.constant("abz"))
+
+
+def test_label_encoder_refuses_a_label_longer_than_max_length():
+    encode = reader.label_encoder(Charset.from_texts(["abc"]), 3)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        encode(tf.constant("abca"))
+
+
+# --- augment ----------------------------------------------------------------------------------
+
+def test_augment_keeps_shape_and_dtype_and_changes_the_image():
+    c = tf.constant(canvas(0))
+    out = inputs.augment(c, tf.constant([1, 2], tf.int64)).numpy()
+    assert out.shape == (H, W, 1) and out.dtype == np.uint8
+    assert not np.array_equal(out, c.numpy())
+    assert out.any()  # the word is still there
+
+
+def test_augment_is_deterministic_for_a_seed_and_differs_across_seeds():
+    c = tf.constant(canvas(0))
+    a = inputs.augment(c, tf.constant([1, 2], tf.int64)).numpy()
+    b = inputs.augment(c, tf.constant([1, 2], tf.int64)).numpy()
+    other = inputs.augment(c, tf.constant([3, 4], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, other)
+
+
+def test_augment_in_tf_data_equals_eager():
+    c = canvas(3)
+    seed = tf.constant([5, 6], tf.int64)
+    eager = inputs.augment(tf.constant(c), seed).numpy()
+    graph = next(iter(tf.data.Dataset.from_tensors((c, seed)).map(inputs.augment))).numpy()
+    np.testing.assert_array_equal(eager, graph)
+
+
+def test_augment_keeps_most_of_the_ink():
+    c = tf.constant(canvas(1))
+    for s in range(5):
+        out = inputs.augment(c, tf.constant([s, s + 1], tf.int64)).numpy().astype(float)
+        assert 0.5 < out.sum() / c.numpy().astype(float).sum() < 1.6
+
+
+# --- reading a dataset directory -------------------------------------------------------------------
+
+def test_records_cardinality_matches_stats_and_records_round_trip(dataset_dir):
+    for split, texts in TEXTS.items():
+        ds = reader.records(DatasetInfo.load(str(dataset_dir)), split)
+        assert int(ds.cardinality()) == len(texts)
+        got = list(ds.as_numpy_iterator())
+        assert sorted(ex["text"].decode() for ex in got) == sorted(texts)
+        assert all(ex["image"].shape == (H, W, 1) and ex["image"].dtype == np.uint8 for ex in got)
+
+
+def test_records_with_a_wrong_count_in_stats_fails_when_read(dataset_dir, tmp_path):
+    for f in dataset_dir.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    stats = json.loads((tmp_path / config.STATS_FILE).read_text())
+    stats["samples"]["val"] += 1
+    (tmp_path / config.STATS_FILE).write_text(json.dumps(stats))
+    with pytest.raises(tf.errors.FailedPreconditionError):
+        list(reader.records(DatasetInfo.load(str(tmp_path)), "val"))
+
+
+def test_missing_stats_or_shards_raise_dataset_error(dataset_dir, tmp_path):
+    with pytest.raises(DatasetError, match="stats.json not found"):
+        reader.records(DatasetInfo.load(str(tmp_path)), "train")
+    for name in (config.STATS_FILE, config.CHARSET_FILE):
+        (tmp_path / name).write_bytes((dataset_dir / name).read_bytes())
+    with pytest.raises(DatasetError, match="no train shards"):
+        reader.records(DatasetInfo.load(str(tmp_path)), "train")
+
+
+def test_charset_is_read_from_the_dataset(dataset_dir, tmp_path):
+    assert DatasetInfo.load(str(dataset_dir)).charset == Charset.from_texts(TEXTS["train"])
+    (tmp_path / config.STATS_FILE).write_bytes((dataset_dir / config.STATS_FILE).read_bytes())
+    (tmp_path / config.CHARSET_FILE).write_text("{broken")
+    with pytest.raises(CharsetError):
+        DatasetInfo.load(str(tmp_path))
+
+
+def test_batches_yield_float_images_in_unit_range_and_int_labels(dataset_dir):
+    chars = DatasetInfo.load(str(dataset_dir)).charset
+    batches = list(inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", batch_size=4))
+    assert [len(b[0]) for b in batches] == [4, 4, 3]
+    texts = []
+    for images, labels in batches:
+        assert images.dtype == tf.float32 and images.shape[1:] == (H, W, 1)
+        assert labels.dtype == tf.int32 and labels.shape[1:] == (MAX_LEN,)
+        x = images.numpy()
+        assert 0.0 <= x.min() and x.max() <= 1.0 and x.max() == 1.0
+        texts += [chars.decode(row) for row in labels.numpy()]
+    assert sorted(texts) == sorted(TEXTS["train"])
+
+
+def test_eval_batches_are_the_stored_canvases_scaled(dataset_dir):
+    images = np.concatenate([b[0].numpy() for b in inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", 5)])
+    stored = np.stack([ex["image"] for ex in reader.records(DatasetInfo.load(str(dataset_dir)), "train").as_numpy_iterator()])
+    np.testing.assert_array_equal(images, imaging.to_model_input(stored).numpy())
+
+
+def test_training_batches_are_augmented_but_still_valid(dataset_dir):
+    plain = np.concatenate([b[0].numpy() for b in inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", 16)])
+    first, = list(inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", 16, training=True, seed=3))
+    images, labels = first
+    assert images.shape == (len(TEXTS["train"]), H, W, 1) and images.dtype == tf.float32
+    x = images.numpy()
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    # Every augmented image differs from every stored one (shuffled, so compare as sets).
+    assert not any(np.array_equal(a, p) for a in x for p in plain)
+    chars = DatasetInfo.load(str(dataset_dir)).charset
+    assert sorted(chars.decode(r) for r in labels.numpy()) == sorted(TEXTS["train"])
+
+
+def test_steps_per_epoch(dataset_dir):
+    assert inputs.steps_per_epoch(DatasetInfo.load(str(dataset_dir)), "train", 4) == 3
+    assert inputs.steps_per_epoch(DatasetInfo.load(str(dataset_dir)), "test", 4) == 1

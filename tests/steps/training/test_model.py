@@ -1,0 +1,194 @@
+"""steps.model: shapes, a CTC loss that uses the true label lengths, and a model that can learn.
+
+`overfit()` trains a small CRNN on one batch of real rendered words; it is cached for the session
+so that test_exported reuses the same trained network (texts it decodes are then non-trivial).
+"""
+from __future__ import annotations
+
+import functools
+import io
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image, ImageDraw, ImageFont
+
+from steps.evaluation import metrics
+from steps.inference import ctc, imaging
+from steps.inference.charset import Charset
+from steps.training import model as modelib
+from steps.training.model import ModelConfig
+from steps.workflow import config
+
+_TRAIN = config.defaults("train")
+
+
+def model_config(**overrides) -> ModelConfig:
+    """train's MLproject defaults (the only place they live), with `overrides`."""
+    ints = lambda text: tuple(int(v) for v in str(text).split(","))  # noqa: E731
+    base = dict(conv_filters=ints(_TRAIN["conv_filters"]), dense_units=int(_TRAIN["dense_units"]),
+                rnn_units=ints(_TRAIN["rnn_units"]), dropout=float(_TRAIN["dropout"]))
+    return ModelConfig(**{**base, **overrides})
+
+H, W, MAX_LEN = 32, 128, 12
+WORDS = ["hello", "world", "cat", "dog", "ink", "pen", "the", "mlflow"]
+
+
+def render_word(text: str, size: int = 28, fmt: str = "PNG") -> bytes:
+    """Black text on white paper with a margin, encoded as `fmt`: a stand-in for a scanned word."""
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = font.getbbox(text)
+    image = Image.new("L", (right - left + 16, bottom - top + 12), 255)
+    ImageDraw.Draw(image).text((8 - left, 6 - top), text, fill=0, font=font)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def encode_labels(chars: Charset, texts: list[str], max_length: int = MAX_LEN) -> np.ndarray:
+    labels = np.zeros((len(texts), max_length), np.int32)
+    for i, t in enumerate(texts):
+        labels[i, :len(t)] = chars.encode(t)
+    return labels
+
+
+@dataclass
+class Overfit:
+    net: keras.Model
+    chars: Charset
+    words: list[str]
+    pngs: list[bytes]
+    inputs: tf.Tensor       # float [8, H, W, 1]
+    labels: np.ndarray
+    loss_before: float
+    loss_after: float
+    seconds: float
+
+
+SMALL = dict(conv_filters=(16, 32), dense_units=64, rnn_units=(64,), dropout=0.0)
+
+
+@functools.cache
+def overfit(steps: int = 250) -> Overfit:
+    """Train a small CRNN on one batch of 8 rendered words with Adam 3e-3 (about 15 s on 2 cores)."""
+    pngs = [render_word(w) for w in WORDS]
+    canvases = np.stack([imaging.preprocess_bytes(tf.constant(p), H, W).numpy() for p in pngs])
+    inputs = imaging.to_model_input(canvases)
+    chars = Charset.from_texts(WORDS)
+    labels = encode_labels(chars, WORDS)
+    keras.utils.set_random_seed(0)
+    net = modelib.build(model_config(**SMALL), H, W, chars.size)
+    # BatchNorm's moving averages (momentum 0.99) would lag far behind in a 250-step run; at 0.9 they
+    # catch up, so the inference path (training=False), which is what users get, is what we test.
+    for layer in net.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    net.compile(optimizer=keras.optimizers.Adam(3e-3), loss=ctc.loss)
+    before = float(net.evaluate(inputs, labels, verbose=0))
+    start = time.perf_counter()
+    net.fit(tf.data.Dataset.from_tensors((inputs, labels)).repeat(), steps_per_epoch=steps, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    after = float(net.evaluate(inputs, labels, verbose=0))
+    return Overfit(net, chars, list(WORDS), pngs, inputs, labels, before, after, seconds)
+
+
+def greedy_texts(net: keras.Model, chars: Charset, inputs) -> list[str]:
+    texts, _ = ctc.decode(net(inputs, training=False), tf.constant(list(chars.characters)))
+    return [t.decode("utf-8") for t in texts.numpy()]
+
+
+# --- shapes --------------------------------------------------------------------------------------
+
+def test_default_config_output_shape():
+    net = modelib.build(model_config(), H, W, num_classes=80)
+    assert net.input_shape == (None, H, W, 1)
+    out = net(tf.zeros((3, H, W, 1)), training=False)
+    assert out.shape == (3, W // 4, 80) and out.dtype == tf.float32
+    assert sum(isinstance(layer, keras.layers.Bidirectional) for layer in net.layers) == 2
+
+
+def test_deeper_config_output_shape():
+    net = modelib.build(model_config(conv_filters=(16, 32, 48), dense_units=32, rnn_units=(32, 32, 16)), H, W, num_classes=30)
+    out = net(tf.zeros((2, H, W, 1)), training=False)
+    assert out.shape == (2, W // 8, 30)
+    assert sum(isinstance(layer, keras.layers.Conv2D) for layer in net.layers) == 3
+    assert sum(isinstance(layer, keras.layers.Bidirectional) for layer in net.layers) == 3
+
+
+def test_other_canvas_sizes_give_one_time_step_per_pooled_column():
+    net = modelib.build(model_config(conv_filters=(8, 8), dense_units=8, rnn_units=(8,)), 64, 256, num_classes=5)
+    assert net(tf.zeros((1, 64, 256, 1))).shape == (1, 64, 5)
+
+
+def test_canvas_not_divisible_by_the_pooling_is_refused():
+    with pytest.raises(ValueError, match="divisible"):
+        modelib.build(model_config(conv_filters=(8, 8, 8)), 32, 100, num_classes=5)
+
+
+# --- loss ----------------------------------------------------------------------------------------
+
+def test_ctc_loss_is_finite_and_per_sample():
+    rng = np.random.default_rng(0)
+    logits = tf.constant(rng.normal(size=(4, W // 4, 10)).astype(np.float32))
+    labels = tf.constant([[1, 2, 3, 0, 0], [4, 0, 0, 0, 0], [5, 5, 5, 5, 5], [9, 1, 9, 1, 0]])
+    loss = ctc.loss(labels, logits).numpy()
+    assert loss.shape == (4,) and np.all(np.isfinite(loss)) and np.all(loss > 0)
+
+
+def test_label_length_is_the_true_length_not_the_padded_width():
+    rng = np.random.default_rng(1)
+    logits = tf.constant(rng.normal(size=(3, 32, 8)).astype(np.float32))
+    labels = np.array([[1, 2, 2, 3, 0, 0, 0, 0, 0, 0],
+                       [7, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                       [4, 5, 6, 7, 1, 2, 3, 0, 0, 0]], np.int32)
+    true_length = np.array([4, 1, 7], np.int32)
+    expected = tf.nn.ctc_loss(labels=tf.constant(labels), logits=logits, label_length=true_length,
+                              logit_length=tf.fill([3], 32), logits_time_major=False, blank_index=0).numpy()
+    np.testing.assert_allclose(ctc.loss(tf.constant(labels), logits).numpy(), expected, rtol=1e-4)
+    # The Keras example's mistake (the padded width as label_length) gives a different loss: this test can tell.
+    padded = tf.nn.ctc_loss(labels=tf.constant(labels), logits=logits, label_length=np.full(3, 10, np.int32),
+                            logit_length=tf.fill([3], 32), logits_time_major=False, blank_index=0).numpy()
+    assert not np.allclose(padded, expected, rtol=1e-2)
+
+
+def test_extra_padding_does_not_change_the_loss():
+    rng = np.random.default_rng(2)
+    logits = tf.constant(rng.normal(size=(2, 16, 6)).astype(np.float32))
+    short = tf.constant([[1, 2, 3], [4, 0, 0]])
+    long = tf.concat([short, tf.zeros((2, 9), tf.int32)], axis=1)
+    np.testing.assert_allclose(ctc.loss(short, logits).numpy(), ctc.loss(long, logits).numpy(),
+                               rtol=1e-5)
+
+
+def test_loss_is_lower_for_logits_that_spell_the_label():
+    labels = tf.constant([[1, 2, 0, 0]])
+    spelled = np.full((1, 8, 4), -5.0, np.float32)
+    for t, c in enumerate([1, 1, 0, 2, 2, 0, 0, 0]):
+        spelled[0, t, c] = 5.0
+    wrong = np.roll(spelled, 1, axis=-1)
+    assert float(ctc.loss(labels, tf.constant(spelled))[0]) < 0.1
+    assert float(ctc.loss(labels, tf.constant(wrong))[0]) > 5.0
+
+
+# --- it learns --------------------------------------------------------------------------------------
+
+def test_overfit_one_batch_of_real_canvases():
+    run = overfit()
+    assert run.inputs.shape == (8, H, W, 1)
+    assert run.loss_after < 0.2 * run.loss_before, (run.loss_before, run.loss_after)
+    predicted = greedy_texts(run.net, run.chars, run.inputs)
+    assert sum(p == w for p, w in zip(predicted, run.words)) >= 6, predicted
+    assert metrics.error_rates(run.words, predicted)["cer"] < 0.15, predicted
+    assert run.seconds < 60
+
+
+def test_model_survives_a_keras_save_and_load(tmp_path):
+    run = overfit()
+    path = tmp_path / "model.keras"
+    run.net.save(path)
+    reloaded = keras.models.load_model(path, compile=False)
+    np.testing.assert_allclose(reloaded(run.inputs, training=False).numpy(),
+                               run.net(run.inputs, training=False).numpy(), atol=1e-5)
