@@ -15,6 +15,7 @@ The graph and the run cache are in steps/workflow/chain.py. The log says, per st
 reused and which run; the parent run gets the chain as tags (hwr.<step>_run, hwr.model_uri,
 hwr.registered_model_uri, ...). A failing step fails the parent with the step's name; nothing downstream runs.
 """
+
 from __future__ import annotations
 
 import sys
@@ -58,8 +59,13 @@ def main(argv: list[str]) -> int:
     with runs.start_step("main", params) as parent:  # resumes the run `mlflow run` made, if any
 
         def record(step: str, run_id: str, reused: bool, inputs: dict[str, str]) -> None:
-            mlflow.set_tags({f"hwr.{step}_run": run_id, f"hwr.{step}_reused": str(reused).lower(),
-                             **{f"hwr.{name}": uri for name, uri in inputs.items()}})
+            mlflow.set_tags(
+                {
+                    f"hwr.{step}_run": run_id,
+                    f"hwr.{step}_reused": str(reused).lower(),
+                    **{f"hwr.{name}": uri for name, uri in inputs.items()},
+                }
+            )
 
         try:
             ids = chain.run_steps(chain.STEPS, routed, parent.info.experiment_id, env_manager, rerun_from, record)
@@ -70,11 +76,18 @@ def main(argv: list[str]) -> int:
 
         evaluation, registration = mlflow.get_run(ids["evaluate"]).data, mlflow.get_run(ids["register"]).data
         mlflow.log_metrics({k: v for k, v in evaluation.metrics.items() if k.startswith("test_")})
-        mlflow.set_tags({k: registration.tags[k] for k in ("hwr.registered_model_uri", "hwr.registered_version",
-                                                          "hwr.decision", "hwr.decision_reason") if k in registration.tags})
+        mlflow.set_tags(
+            {
+                k: registration.tags[k]
+                for k in ("hwr.registered_model_uri", "hwr.registered_version", "hwr.decision", "hwr.decision_reason")
+                if k in registration.tags
+            }
+        )
         model_uri = f"runs:/{ids['train']}/{config.MODEL_ARTIFACT}"
-        runs.log(f"[pipeline] done: model {model_uri} -> {registration.tags.get('hwr.registered_model_uri')} "
-                 f"({registration.tags.get('hwr.decision')}: {registration.tags.get('hwr.decision_reason')})")
+        runs.log(
+            f"[pipeline] done: model {model_uri} -> {registration.tags.get('hwr.registered_model_uri')} "
+            f"({registration.tags.get('hwr.decision')}: {registration.tags.get('hwr.decision_reason')})"
+        )
     return 0
 
 

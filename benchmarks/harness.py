@@ -8,6 +8,7 @@ On a shared machine a figure means little without the load it was taken under, s
   measurement's caches, threads and memory do not leak into the next.
 The driver (run.py) and this module never import TensorFlow.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ if str(REPO) not in sys.path:
 
 from steps.workflow import config  # noqa: E402  (names only: no TensorFlow, no MLflow)
 
-WAITED = [0.0]   # seconds spent waiting for a quiet machine in this run
+WAITED = [0.0]  # seconds spent waiting for a quiet machine in this run
 
 
 def log(message: str) -> None:
@@ -57,16 +58,23 @@ def machine() -> dict:
     except OSError:
         pass
     return {
-        "cpu_model": cpu, "cores": os.cpu_count(),
+        "cpu_model": cpu,
+        "cores": os.cpu_count(),
         "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1), "os": platform.platform(),
-        "python": platform.python_version(), "tensorflow": version("tensorflow-cpu", "tensorflow"),
-        "keras": version("keras"), "mlflow": version("mlflow"), "numpy": version("numpy"),
-        "waitress": version("waitress"), "uvicorn": version("uvicorn"),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "tensorflow": version("tensorflow-cpu", "tensorflow"),
+        "keras": version("keras"),
+        "mlflow": version("mlflow"),
+        "numpy": version("numpy"),
+        "waitress": version("waitress"),
+        "uvicorn": version("uvicorn"),
     }
 
 
 # ------------------------------------------------------------------------ load and process monitoring
+
 
 def _busy_seconds() -> tuple[float, float]:
     """(system-wide busy CPU seconds, steal seconds) so far."""
@@ -98,10 +106,16 @@ def wait_quiet(max_wait: float, load_threshold: float | None, other_threshold: f
         if quiet or waited >= max_wait:
             WAITED[0] += waited
             if not quiet:
-                log(f"machine still busy after {waited:.0f}s (load {load1:.2f}, other processes {other:.2f} cores): "
-                    f"measuring anyway; the figures below record it")
-            return {"waited_seconds": round(waited, 1), "load_1min": round(load1, 2), "other_cpu_cores": round(other, 2),
-                    "quiet": quiet}
+                log(
+                    f"machine still busy after {waited:.0f}s (load {load1:.2f}, other processes {other:.2f} cores): "
+                    f"measuring anyway; the figures below record it"
+                )
+            return {
+                "waited_seconds": round(waited, 1),
+                "load_1min": round(load1, 2),
+                "other_cpu_cores": round(other, 2),
+                "quiet": quiet,
+            }
         log(f"waiting for a quiet machine: load {load1:.2f}, other processes {other:.2f} cores ({waited:.0f}s waited)")
         time.sleep(10)
 
@@ -193,17 +207,23 @@ class Monitor:
         self.load_end = os.getloadavg()[0]
 
     def summary(self) -> dict:
-        summary = {"seconds": round(self.seconds, 2), "peak_rss_mb": round(self.peak_rss / 2**20, 1),
-                   "load_1min_start": round(self.load_start, 2), "load_1min_end": round(self.load_end, 2),
-                   "load_1min_max": round(max(self._loads + [self.load_start, self.load_end]), 2),
-                   "other_cpu_cores": round(self.other_cores, 2), "benchmark_cpu_cores": round(self.own_cores, 2),
-                   "steal_cores": round(self.steal_cores, 2)}
+        summary = {
+            "seconds": round(self.seconds, 2),
+            "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "load_1min_start": round(self.load_start, 2),
+            "load_1min_end": round(self.load_end, 2),
+            "load_1min_max": round(max(self._loads + [self.load_start, self.load_end]), 2),
+            "other_cpu_cores": round(self.other_cores, 2),
+            "benchmark_cpu_cores": round(self.own_cores, 2),
+            "steal_cores": round(self.steal_cores, 2),
+        }
         if set(self.peak) != {"main"}:
             summary["peak_rss_mb_by_tree"] = {k: round(v / 2**20, 1) for k, v in self.peak.items()}
         return summary
 
 
 # ----------------------------------------------------------------------------------------- phases
+
 
 class Runner:
     """Runs the phases of one benchmark run; everything they make lives in `work`, their logs in work/logs."""
@@ -216,8 +236,11 @@ class Runner:
 
     def env(self, **extra: str) -> dict:
         env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-        env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
-                   PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        env.update(
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONUNBUFFERED="1",
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        )
         env.update(extra)
         return env
 
@@ -230,8 +253,13 @@ class Runner:
         result_file.unlink(missing_ok=True)
         log(f"{tag}: running (log: {self.logs / (tag + '.log')})")
         with open(self.logs / f"{tag}.log", "w") as out, Monitor() as mon:
-            proc = subprocess.Popen([sys.executable, str(HERE / "phases.py"), phase, str(args_file), str(result_file)],
-                                    cwd=REPO, env=self.env(**args.get("_env", {})), stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "phases.py"), phase, str(args_file), str(result_file)],
+                cwd=REPO,
+                env=self.env(**args.get("_env", {})),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
             mon.attach(psutil.Process(proc.pid))
             code = proc.wait()
         if code != 0 or not result_file.exists():
@@ -244,6 +272,7 @@ class Runner:
 
 
 # ------------------------------------------------------------------------------------------- data
+
 
 def data_root(work: Path, num_words: int) -> Path:
     """Where one data size lives (quick and full keep their own, so switching modes regenerates nothing)."""

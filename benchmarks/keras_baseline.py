@@ -26,6 +26,7 @@ comparison): it undoes the transpose/flip and maps the padding token 99 to the b
 vectorised ops on whole batches; `for_training_split` builds the pipeline over the PNG files of exactly
 the training split of one of our datasets.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,8 +35,8 @@ from pathlib import Path
 import tensorflow as tf
 
 AUTOTUNE = tf.data.AUTOTUNE
-PADDING_TOKEN = 99      # as in the example
-IMAGE_WIDTH = 128       # as in the example (and the project's default canvas)
+PADDING_TOKEN = 99  # as in the example
+IMAGE_WIDTH = 128  # as in the example (and the project's default canvas)
 IMAGE_HEIGHT = 32
 
 
@@ -65,8 +66,13 @@ def clean_labels(labels: list[str]) -> list[str]:
 class KerasExamplePipeline:
     """The example's module-level globals (characters, max_len, char_to_num) held per dataset."""
 
-    def __init__(self, train_labels_cleaned: list[str], batch_size: int = 64,
-                 image_width: int = IMAGE_WIDTH, image_height: int = IMAGE_HEIGHT):
+    def __init__(
+        self,
+        train_labels_cleaned: list[str],
+        batch_size: int = 64,
+        image_width: int = IMAGE_WIDTH,
+        image_height: int = IMAGE_HEIGHT,
+    ):
         import keras
 
         characters = sorted({c for label in train_labels_cleaned for c in label})
@@ -153,6 +159,7 @@ def to_model_inputs(dataset: tf.data.Dataset) -> tf.data.Dataset:
     The adapter that lets the example's pipeline feed the project's model (steps/training/model.py takes
     [B, height, width, 1] and labels padded with the CTC blank 0). Whole-batch ops: negligible cost.
     """
+
     def adapt(batch):
         image = tf.transpose(tf.reverse(batch["image"], axis=[2]), perm=[0, 2, 1, 3])
         label = tf.cast(batch["label"], tf.int32)
@@ -162,8 +169,9 @@ def to_model_inputs(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(adapt, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def for_training_split(data_dir: str, raw_dir: str, words_dir: str, batch_size: int, cache: bool
-                       ) -> tuple[KerasExamplePipeline, tf.data.Dataset, int]:
+def for_training_split(
+    data_dir: str, raw_dir: str, words_dir: str, batch_size: int, cache: bool
+) -> tuple[KerasExamplePipeline, tf.data.Dataset, int]:
     """The example's pipeline over the PNG files of exactly our training split (the images our shards hold,
     per the dataset's manifest) -> (pipeline, dataset, number of images)."""
     import pyarrow.parquet as pq
@@ -172,8 +180,11 @@ def for_training_split(data_dir: str, raw_dir: str, words_dir: str, batch_size: 
 
     table = pq.read_table(f"{data_dir}/{config.MANIFEST_FILE}").to_pydict()
     wanted = {i for i, s in zip(table["id"], table["split"]) if s == "train"}
-    lines = [line for line in Path(raw_dir, config.WORDS_TXT).read_text(encoding="utf-8").splitlines(keepends=True)
-             if line[:1] != "#" and line.split(" ", 1)[0] in wanted]
+    lines = [
+        line
+        for line in Path(raw_dir, config.WORDS_TXT).read_text(encoding="utf-8").splitlines(keepends=True)
+        if line[:1] != "#" and line.split(" ", 1)[0] in wanted
+    ]
     # The example keeps only `ok` lines; ours already excludes err lines (keep_err=false), so this is a no-op
     # kept for faithfulness.
     lines = [line for line in lines if line.split(" ")[1] != "err"]

@@ -3,6 +3,7 @@ sending POST requests until `total` have been sent; latency of every request and
 
 Standard library only (threads + http.client), so it adds nothing to the project's environment.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -18,12 +19,13 @@ from typing import Callable, Sequence
 @dataclass
 class Target:
     """An endpoint and how to turn an encoded image into its request body and check its answer."""
+
     name: str
     host: str
     port: int
     path: str
-    body: Callable[[bytes], bytes]          # PNG bytes -> request body
-    ok: Callable[[dict], bool]              # parsed JSON answer -> was it a transcription?
+    body: Callable[[bytes], bytes]  # PNG bytes -> request body
+    ok: Callable[[dict], bool]  # parsed JSON answer -> was it a transcription?
     content_type: str = "application/json"
 
 
@@ -49,12 +51,18 @@ class LevelResult:
         return data[lo] + (data[hi] - data[lo]) * (k - lo)
 
     def summary(self) -> dict:
-        return {"concurrency": self.concurrency, "requests": self.requests, "errors": self.errors,
-                "seconds": round(self.seconds, 3), "images_per_second": round(self.throughput, 2),
-                "p50_ms": round(self.percentile(0.50), 2), "p95_ms": round(self.percentile(0.95), 2),
-                "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else None,
-                "max_ms": round(max(self.latencies_ms), 2) if self.latencies_ms else None,
-                "first_error": self.first_error}
+        return {
+            "concurrency": self.concurrency,
+            "requests": self.requests,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.throughput, 2),
+            "p50_ms": round(self.percentile(0.50), 2),
+            "p95_ms": round(self.percentile(0.95), 2),
+            "mean_ms": round(statistics.fmean(self.latencies_ms), 2) if self.latencies_ms else None,
+            "max_ms": round(max(self.latencies_ms), 2) if self.latencies_ms else None,
+            "first_error": self.first_error,
+        }
 
 
 def one_request(target: Target, png: bytes, timeout: float = 60.0) -> tuple[int, dict | str]:
@@ -72,10 +80,11 @@ def one_request(target: Target, png: bytes, timeout: float = 60.0) -> tuple[int,
         conn.close()
 
 
-def run_level(target: Target, images: Sequence[bytes], concurrency: int, total: int,
-              timeout: float = 120.0) -> LevelResult:
+def run_level(
+    target: Target, images: Sequence[bytes], concurrency: int, total: int, timeout: float = 120.0
+) -> LevelResult:
     """Closed loop: each thread sends its next request as soon as its previous answer arrived."""
-    bodies = [target.body(png) for png in images]      # encoding is the client's cost, not the server's
+    bodies = [target.body(png) for png in images]  # encoding is the client's cost, not the server's
     counter = itertools.count()
     lock = threading.Lock()
     result = LevelResult(concurrency, total, 0, 0.0)

@@ -8,6 +8,7 @@ figures as JSON to <result.json>. This module holds the data phases (generate, p
 convert_profile, input); the training phases are in train_phases.py. Everything measured is the
 library's own code (steps.sources, steps.dataset, steps.training), configured with MLproject's defaults.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,25 @@ from train_phases import phase_train, phase_train_compare  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ helpers
 
+
 def preprocess_config(workers: int):
     """The PreprocessConfig of MLproject's preprocess defaults (what the preprocess step runs) with `workers`."""
     from steps.dataset.plan import PreprocessConfig
     from steps.workflow import config
 
     d = config.defaults("preprocess")
-    return PreprocessConfig(split=str(d["split"]), train_ratio=float(d["train_ratio"]), val_ratio=float(d["val_ratio"]),
-                            seed=int(d["seed"]), image_height=int(d["image_height"]), image_width=int(d["image_width"]),
-                            max_label_length=int(d["max_label_length"]),
-                            keep_err=str(d["keep_err"]).lower() == "true", shard_size=int(d["shard_size"]),
-                            workers=workers)
+    return PreprocessConfig(
+        split=str(d["split"]),
+        train_ratio=float(d["train_ratio"]),
+        val_ratio=float(d["val_ratio"]),
+        seed=int(d["seed"]),
+        image_height=int(d["image_height"]),
+        image_width=int(d["image_width"]),
+        max_label_length=int(d["max_label_length"]),
+        keep_err=str(d["keep_err"]).lower() == "true",
+        shard_size=int(d["shard_size"]),
+        workers=workers,
+    )
 
 
 def planned_samples(raw: Path, cfg) -> dict:
@@ -64,8 +73,9 @@ def _ready(_):
     return os.getpid()
 
 
-def pool_run(context: str, workers: int, chunks: list, height: int, width: int,
-             preload: list[str] | None = None) -> tuple[float, float]:
+def pool_run(
+    context: str, workers: int, chunks: list, height: int, width: int, preload: list[str] | None = None
+) -> tuple[float, float]:
     """steps.dataset.convert's worker functions in a `context` pool of `workers` -> (start-up s, conversion s).
 
     Start-up ends once every worker has run its initializer (imported TensorFlow): each has answered.
@@ -115,8 +125,9 @@ def _epoch(ds) -> tuple[int, float]:
     return count, time.perf_counter() - t0
 
 
-def _time_epochs(makers: dict, min_warm_seconds: float, min_warm_epochs: int, max_epochs: int,
-                 slice_seconds: float = 0.25) -> dict:
+def _time_epochs(
+    makers: dict, min_warm_seconds: float, min_warm_epochs: int, max_epochs: int, slice_seconds: float = 0.25
+) -> dict:
     """Epoch 1 of each pipeline is cold (start-up, cache filling); then the pipelines take turns, each
     running whole epochs for about `slice_seconds` per turn, until each has `min_warm_seconds` of warm
     epochs: load from other processes on a shared machine then falls on all of them alike."""
@@ -145,20 +156,24 @@ def _time_epochs(makers: dict, min_warm_seconds: float, min_warm_epochs: int, ma
             # Steady state: all warm images over all warm time (robust to one slow epoch), and the median epoch.
             "steady_images_per_second": sum(i for i, _ in es[1:]) / sum(s for _, s in es[1:]),
             "median_epoch_images_per_second": statistics.median(rates),
-            "epochs": len(es), "images_per_epoch": es[0][0],
-            "cold_epoch_seconds": round(es[0][1], 4), "warm_seconds": round(warm(name), 3),
+            "epochs": len(es),
+            "images_per_epoch": es[0][0],
+            "cold_epoch_seconds": round(es[0][1], 4),
+            "warm_seconds": round(warm(name), 3),
         }
     return out
 
 
 # ------------------------------------------------------------------------------------------- phases
 
+
 def phase_generate(args: dict) -> dict:
     from steps.sources import synthetic
 
     t0 = time.perf_counter()
-    counts = synthetic.generate(Path(args["raw_dir"]), args["num_words"], args["num_writers"], args["seed"],
-                                progress=False)
+    counts = synthetic.generate(
+        Path(args["raw_dir"]), args["num_words"], args["num_writers"], args["seed"], progress=False
+    )
     return {"counts": counts, "seconds": time.perf_counter() - t0}
 
 
@@ -174,9 +189,16 @@ def phase_preprocess(args: dict) -> dict:
     stats = build(Path(args["raw_dir"]), out, preprocess_config(args["workers"]), progress=False)
     wall = time.perf_counter() - t0
     kept = sum(stats["samples"].values())
-    return {"workers": args["workers"], "processes": args["workers"] or os.cpu_count(), "images": kept,
-            "convert_seconds": stats["seconds"], "images_per_second": stats["images_per_second"],
-            "build_seconds": wall, "build_images_per_second": kept / wall, "samples": stats["samples"]}
+    return {
+        "workers": args["workers"],
+        "processes": args["workers"] or os.cpu_count(),
+        "images": kept,
+        "convert_seconds": stats["seconds"],
+        "images_per_second": stats["images_per_second"],
+        "build_seconds": wall,
+        "build_images_per_second": kept / wall,
+        "samples": stats["samples"],
+    }
 
 
 def phase_convert_profile(args: dict) -> dict:
@@ -193,8 +215,11 @@ def phase_convert_profile(args: dict) -> dict:
     pairs = read_images(Path(args["raw_dir"]), by_id)
     stream_seconds = time.perf_counter() - t0
     chunks = list(convert._chunks(pairs, 64))
-    out = {"images": len(pairs), "archive_stream_seconds": stream_seconds,
-           "archive_stream_images_per_second": len(pairs) / stream_seconds}
+    out = {
+        "images": len(pairs),
+        "archive_stream_seconds": stream_seconds,
+        "archive_stream_images_per_second": len(pairs) / stream_seconds,
+    }
     workers = args["workers"] or os.cpu_count()
     h, w = cfg.image_height, cfg.image_width
     if workers == 1:
@@ -232,8 +257,14 @@ def phase_input(args: dict) -> dict:
     return results
 
 
-PHASES = {"generate": phase_generate, "preprocess": phase_preprocess, "convert_profile": phase_convert_profile,
-          "input": phase_input, "train": phase_train, "train_compare": phase_train_compare}
+PHASES = {
+    "generate": phase_generate,
+    "preprocess": phase_preprocess,
+    "convert_profile": phase_convert_profile,
+    "input": phase_input,
+    "train": phase_train,
+    "train_compare": phase_train_compare,
+}
 
 if __name__ == "__main__":
     name, args_file, result_file = sys.argv[1:4]

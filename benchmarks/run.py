@@ -30,12 +30,13 @@ outside this benchmark used meanwhile ("other CPU"). Each phase runs in its own 
 next; where two things are compared in one phase they take turns (input pipelines, training epochs,
 the two servers at each concurrency level), so that load from elsewhere falls on both alike.
 The parts: harness.py (quiet machine, monitoring, phases in child processes, data), servers.py (the
-serving phase, with loadgen.py), report.py (the rows, the table, results.json).
+serving phase, with loadgen.py), comparisons.py (the rows) and report.py (the table, results.json).
 
 When a target is missed, the scripts in benchmarks/profiles/ find out why (see their docstrings):
 profile_preprocess.py (pool start-up vs conversion, alternatives), profile_imaging.py (stages of
 imaging.preprocess_bytes) and profile_serve.py (components of a /predict request).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,32 @@ from steps.workflow import config  # noqa: E402  (harness put the repository on 
 
 MODEL_URI = f"models:/{config.REGISTERED_MODEL}/1"
 MODES = {
-    "quick": dict(num_words=1500, num_writers=60, requests=60, serve_repeats=3, train_epochs=2, compare_rounds=1, preprocess_repeats=1,
-                  warm_seconds=2.0, baseline_cached_training=False, profile=False, max_wait=120),
-    "full": dict(num_words=6000, num_writers=60, requests=200, serve_repeats=3, train_epochs=3, compare_rounds=2, preprocess_repeats=2,
-                 warm_seconds=5.0, baseline_cached_training=True, profile=True, max_wait=600),
+    "quick": dict(
+        num_words=1500,
+        num_writers=60,
+        requests=60,
+        serve_repeats=3,
+        train_epochs=2,
+        compare_rounds=1,
+        preprocess_repeats=1,
+        warm_seconds=2.0,
+        baseline_cached_training=False,
+        profile=False,
+        max_wait=120,
+    ),
+    "full": dict(
+        num_words=6000,
+        num_writers=60,
+        requests=200,
+        serve_repeats=3,
+        train_epochs=3,
+        compare_rounds=2,
+        preprocess_repeats=2,
+        warm_seconds=5.0,
+        baseline_cached_training=True,
+        profile=True,
+        max_wait=600,
+    ),
 }
 
 
@@ -68,29 +91,45 @@ def preprocess(runner: harness.Runner, raw: Path, data_dir: Path, repeats: int, 
     out: dict = {}
     for rep in range(repeats):
         for key, workers in (("one_worker", 1), ("all_cores", 0)):
-            r = runner.phase("preprocess", "preprocess",
-                             {"raw_dir": str(raw), "out_dir": str(data_dir if workers == 0 else data_dir.parent / "dataset-1"),
-                              "workers": workers}, tag=f"preprocess-w{workers}-{rep}")
+            r = runner.phase(
+                "preprocess",
+                "preprocess",
+                {
+                    "raw_dir": str(raw),
+                    "out_dir": str(data_dir if workers == 0 else data_dir.parent / "dataset-1"),
+                    "workers": workers,
+                },
+                tag=f"preprocess-w{workers}-{rep}",
+            )
             # Best of the repeats: the least disturbed run on a shared machine.
             if key not in out or r["images_per_second"] > out[key]["images_per_second"]:
                 out[key] = r
     if profile:
         for key, workers in (("profile_one", 1), ("profile_all", 0)):
-            out[key] = runner.phase("convert_profile", "convert_profile", {"raw_dir": str(raw), "workers": workers},
-                                    tag=f"convert-profile-w{workers}")
+            out[key] = runner.phase(
+                "convert_profile",
+                "convert_profile",
+                {"raw_dir": str(raw), "workers": workers},
+                tag=f"convert-profile-w{workers}",
+            )
     return out
 
 
 def train(runner: harness.Runner, mode: dict, common: dict) -> dict:
     """Our training alone (exporting and registering the model), then the interleaved pipeline comparison."""
     work = runner.work
-    (work / "mlflow.db").unlink(missing_ok=True)      # a fresh store, so the model is version 1
+    (work / "mlflow.db").unlink(missing_ok=True)  # a fresh store, so the model is version 1
     shutil.rmtree(work / "artifacts", ignore_errors=True)
     out = {"ours": runner.phase("train", "train", {**common, "pipeline": "ours", "export": True}, tag="train-ours")}
-    pipelines = ["ours", "keras_per_epoch_decode"] + (["keras_as_published_cache"]
-                                                      if mode["baseline_cached_training"] else [])
-    out["compare"] = runner.phase("train_compare", "train_compare",
-                                  {**common, "pipelines": pipelines, "rounds": mode["compare_rounds"]}, tag="train-compare")
+    pipelines = ["ours", "keras_per_epoch_decode"] + (
+        ["keras_as_published_cache"] if mode["baseline_cached_training"] else []
+    )
+    out["compare"] = runner.phase(
+        "train_compare",
+        "train_compare",
+        {**common, "pipelines": pipelines, "rounds": mode["compare_rounds"]},
+        tag="train-compare",
+    )
     registered = out["ours"]["export"]["registered"]
     if registered != MODEL_URI:
         raise RuntimeError(f"expected the model to be registered as {MODEL_URI}, got {registered}")
@@ -102,17 +141,33 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="small data and request counts, no profiles (a few minutes)")
     p.add_argument("--work-dir", type=Path, default=HERE / "work")
     p.add_argument("--output", type=Path, default=HERE / "results.json")
-    p.add_argument("--phases", default="preprocess,input,train,serve",
-                   help="comma-separated subset of preprocess,input,train,serve (serve needs train)")
+    p.add_argument(
+        "--phases",
+        default="preprocess,input,train,serve",
+        help="comma-separated subset of preprocess,input,train,serve (serve needs train)",
+    )
     p.add_argument("--requests", type=int, help="requests per concurrency level (default 60 quick, 200 full)")
-    p.add_argument("--max-wait", type=float, help="seconds to wait for a quiet machine before starting "
-                                                  "(default 120 quick, 600 full)")
-    p.add_argument("--phase-wait", type=float, default=60.0,
-                   help="seconds to wait before each phase for other processes to go quiet")
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        help="seconds to wait for a quiet machine before starting (default 120 quick, 600 full)",
+    )
+    p.add_argument(
+        "--phase-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait before each phase for other processes to go quiet",
+    )
     p.add_argument("--load-threshold", type=float, default=1.5, help="1-minute load average to wait for")
-    p.add_argument("--mlflow-workers", type=int, default=1, help="uvicorn workers of mlflow models serve (its default: 1)")
-    p.add_argument("--profile", action=argparse.BooleanOptionalAction, default=None,
-                   help="also profile preprocess (pool start-up vs warm conversion); default on in full mode")
+    p.add_argument(
+        "--mlflow-workers", type=int, default=1, help="uvicorn workers of mlflow models serve (its default: 1)"
+    )
+    p.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also profile preprocess (pool start-up vs warm conversion); default on in full mode",
+    )
     p.add_argument("--fresh", action="store_true", help="regenerate the synthetic words even if present")
     a = p.parse_args()
 
@@ -125,8 +180,10 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     facts = harness.machine()
-    log(f"{mode_name} mode on {facts['cpu_model']}, {facts['cores']} cores, {facts['ram_gb']} GB; "
-        f"TF {facts['tensorflow']}, MLflow {facts['mlflow']}")
+    log(
+        f"{mode_name} mode on {facts['cpu_model']}, {facts['cores']} cores, {facts['ram_gb']} GB; "
+        f"TF {facts['tensorflow']}, MLflow {facts['mlflow']}"
+    )
     start_quiet = harness.wait_quiet(mode["max_wait"] if a.max_wait is None else a.max_wait, a.load_threshold)
     log(f"starting at load {start_quiet['load_1min']} (other processes {start_quiet['other_cpu_cores']} cores)")
     runner = harness.Runner(work, a.phase_wait)
@@ -136,24 +193,46 @@ def main() -> int:
     root = harness.data_root(work, mode["num_words"])
     data_dir = root / "dataset"
     if "preprocess" in phases or not (data_dir / config.STATS_FILE).exists():
-        res["preprocess"] = preprocess(runner, raw, data_dir, mode["preprocess_repeats"],
-                                       mode["profile"] if a.profile is None else a.profile)
+        res["preprocess"] = preprocess(
+            runner, raw, data_dir, mode["preprocess_repeats"], mode["profile"] if a.profile is None else a.profile
+        )
     if "input" in phases:
-        res["input"] = runner.phase("input", "input", {
-            "data_dir": str(data_dir), "raw_dir": str(raw), "words_dir": str(words), "batch_size": 32,
-            "min_warm_seconds": mode["warm_seconds"], "min_warm_epochs": 2, "max_epochs": 400})
+        res["input"] = runner.phase(
+            "input",
+            "input",
+            {
+                "data_dir": str(data_dir),
+                "raw_dir": str(raw),
+                "words_dir": str(words),
+                "batch_size": 32,
+                "min_warm_seconds": mode["warm_seconds"],
+                "min_warm_epochs": 2,
+                "max_epochs": 400,
+            },
+        )
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
     if "train" in phases:
-        res["train"] = train(runner, mode, {"data_dir": str(data_dir), "raw_dir": str(raw), "words_dir": str(words),
-                                            "epochs": mode["train_epochs"], "tracking_uri": tracking_uri,
-                                            "artifacts_dir": str(work / "artifacts")})
+        res["train"] = train(
+            runner,
+            mode,
+            {
+                "data_dir": str(data_dir),
+                "raw_dir": str(raw),
+                "words_dir": str(words),
+                "epochs": mode["train_epochs"],
+                "tracking_uri": tracking_uri,
+                "artifacts_dir": str(work / "artifacts"),
+            },
+        )
     if "serve" in phases:
-        res["serve"] = servers.serving(runner, root, MODEL_URI, mode["requests"], mode["serve_repeats"], tracking_uri,
-                                       a.mlflow_workers)
+        res["serve"] = servers.serving(
+            runner, root, MODEL_URI, mode["requests"], mode["serve_repeats"], tracking_uri, a.mlflow_workers
+        )
 
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
-    results = report.results(command, mode_name, mode, time.perf_counter() - started, harness.WAITED[0], facts,
-                             start_quiet, res)
+    results = report.results(
+        command, mode_name, mode, time.perf_counter() - started, harness.WAITED[0], facts, start_quiet, res
+    )
     report.write(results, a.output)
     return 0
 

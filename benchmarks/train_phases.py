@@ -6,6 +6,7 @@
 - train_compare: the same model on our pipeline and on the Keras example's, epochs interleaved, then a
   train_on_batch loop that times the wait for each batch apart from the step.
 """
+
 from __future__ import annotations
 
 import threading
@@ -68,11 +69,18 @@ def train_config():
     from steps.workflow import cli, config
 
     d = config.defaults("train")
-    model = ModelConfig(cli.ints(str(d["conv_filters"])), int(d["dense_units"]), cli.ints(str(d["rnn_units"])),
-                        float(d["dropout"]))
-    return TrainConfig(batch_size=int(d["batch_size"]), epochs=int(d["epochs"]),
-                       learning_rate=float(d["learning_rate"]), patience=int(d["patience"]),
-                       augment=str(d["augment"]).lower() == "true", seed=int(d["seed"]), model=model)
+    model = ModelConfig(
+        cli.ints(str(d["conv_filters"])), int(d["dense_units"]), cli.ints(str(d["rnn_units"])), float(d["dropout"])
+    )
+    return TrainConfig(
+        batch_size=int(d["batch_size"]),
+        epochs=int(d["epochs"]),
+        learning_rate=float(d["learning_rate"]),
+        patience=int(d["patience"]),
+        augment=str(d["augment"]).lower() == "true",
+        seed=int(d["seed"]),
+        model=model,
+    )
 
 
 def _model_and_pipeline(args: dict, pipeline: str):
@@ -93,10 +101,15 @@ def _model_and_pipeline(args: dict, pipeline: str):
     else:
         import keras_baseline as kb
 
-        _, ds, images = kb.for_training_split(args["data_dir"], args["raw_dir"], args["words_dir"], cfg.batch_size,
-                                              cache=pipeline == "keras_as_published_cache")
+        _, ds, images = kb.for_training_split(
+            args["data_dir"],
+            args["raw_dir"],
+            args["words_dir"],
+            cfg.batch_size,
+            cache=pipeline == "keras_as_published_cache",
+        )
         make = lambda: kb.to_model_inputs(ds)  # noqa: E731
-    keras.utils.set_random_seed(cfg.seed)      # the same initial weights for every pipeline
+    keras.utils.set_random_seed(cfg.seed)  # the same initial weights for every pipeline
     net = modelib.build(cfg.model, info.image_height, info.image_width, info.charset.size)
     net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=ctc.loss)
     return net, make, images, cfg.batch_size, info
@@ -129,11 +142,17 @@ def _wait_loop(net, ds) -> dict:
         waits.append(t1 - t0)
         steps.append(t2 - t1)
     later = np.array(waits[1:]) * 1000  # the first next() of an epoch starts the pipeline's threads
-    return {"trace_seconds": trace_seconds, "steps": len(steps), "first_wait_ms": waits[0] * 1000,
-            "wait_ms_mean": float(later.mean()), "wait_ms_p95": float(np.percentile(later, 95)),
-            "wait_ms_max": float(later.max()), "step_ms_mean": float(np.mean(steps) * 1000),
-            "wait_fraction": float(sum(waits) / (sum(waits) + sum(steps))),
-            "seconds": sum(waits) + sum(steps)}
+    return {
+        "trace_seconds": trace_seconds,
+        "steps": len(steps),
+        "first_wait_ms": waits[0] * 1000,
+        "wait_ms_mean": float(later.mean()),
+        "wait_ms_p95": float(np.percentile(later, 95)),
+        "wait_ms_max": float(later.max()),
+        "step_ms_mean": float(np.mean(steps) * 1000),
+        "wait_fraction": float(sum(waits) / (sum(waits) + sum(steps))),
+        "seconds": sum(waits) + sum(steps),
+    }
 
 
 def phase_train(args: dict) -> dict:
@@ -147,11 +166,19 @@ def phase_train(args: dict) -> dict:
         net.fit(ds, epochs=args["epochs"], callbacks=[timer.callback], verbose=0)
         fit_seconds = time.perf_counter() - t0
     steady = timer.seconds[1:] or timer.seconds
-    out = {"pipeline": "ours", "images_per_epoch": images, "batch_size": bs, "epochs": args["epochs"],
-           "epoch_seconds": [round(s, 3) for s in timer.seconds], "losses": timer.losses,
-           "first_epoch_samples_per_second": images / timer.seconds[0],
-           "steady_samples_per_second": images * len(steady) / sum(steady),
-           "fit_seconds": fit_seconds, "peak_rss_bytes": rss.peak, "parameters": net.count_params()}
+    out = {
+        "pipeline": "ours",
+        "images_per_epoch": images,
+        "batch_size": bs,
+        "epochs": args["epochs"],
+        "epoch_seconds": [round(s, 3) for s in timer.seconds],
+        "losses": timer.losses,
+        "first_epoch_samples_per_second": images / timer.seconds[0],
+        "steady_samples_per_second": images * len(steady) / sum(steady),
+        "fit_seconds": fit_seconds,
+        "peak_rss_bytes": rss.peak,
+        "parameters": net.count_params(),
+    }
     if args.get("export"):
         out["export"] = _export(net, info, args)
     return out
@@ -175,9 +202,12 @@ def phase_train_compare(args: dict) -> dict:
     for name, (_net, _ds, images) in runs.items():
         sec = timers[name].seconds
         out["pipelines"][name] = {
-            "images_per_epoch": images, "epoch_seconds": [round(s, 3) for s in sec], "losses": timers[name].losses,
+            "images_per_epoch": images,
+            "epoch_seconds": [round(s, 3) for s in sec],
+            "losses": timers[name].losses,
             "first_epoch_samples_per_second": images / sec[0],
-            "steady_samples_per_second": images * len(sec[1:]) / sum(sec[1:])}
+            "steady_samples_per_second": images * len(sec[1:]) / sum(sec[1:]),
+        }
     for name, (_net, _ds, images) in runs.items():
         loop = _wait_loop(net, ds)
         loop["samples_per_second"] = images / loop.pop("seconds")
@@ -206,5 +236,9 @@ def _export(net, info, args: dict) -> dict:
         export.save(net, info.charset, info.image_height, info.image_width, Path(tmp) / "export")
         model = export.log_model(Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT)
         mv = mlflow.register_model(model.model_uri, config.REGISTERED_MODEL)
-    return {"model_uri": model.model_uri, "registered": f"models:/{mv.name}/{mv.version}", "version": mv.version,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "model_uri": model.model_uri,
+        "registered": f"models:/{mv.name}/{mv.version}",
+        "version": mv.version,
+        "seconds": time.perf_counter() - t0,
+    }

@@ -16,6 +16,7 @@ Cache:   downloads are kept in $HWR_CACHE_DIR (default ~/.cache/handwriting-reco
     mlflow run . -e download --env-manager local -P dataset=iam
     mlflow run . -e download --env-manager local -P dataset=iam -P source=https://fki.tic.heia-fr.ch/DBs/iamDB/data/
 """
+
 from __future__ import annotations
 
 import json
@@ -43,17 +44,26 @@ def _credentials() -> tuple[str, str] | None:
 
 def _synthetic(out: Path, source: str, sha256: str, num_words: int, num_writers: int, seed: int) -> dict:
     if source or sha256:
-        raise DownloadError("dataset=synthetic generates its data: -P source and -P sha256 apply to "
-                                  "dataset=iam only (drop them, or add -P dataset=iam)")
+        raise DownloadError(
+            "dataset=synthetic generates its data: -P source and -P sha256 apply to "
+            "dataset=iam only (drop them, or add -P dataset=iam)"
+        )
     from steps.sources import synthetic  # imported here: it pulls in the image stack, which iam does not need
 
     started = time.monotonic()
     counts = synthetic.generate(out, num_words, num_writers, seed)
     seconds = time.monotonic() - started
-    return {"dataset": "synthetic", "source": "synthetic", "layout": "directory",
-            "synthetic": {"num_words": num_words, "num_writers": num_writers, "seed": seed, **counts},
-            "fetched": {}, "bytes": 0, "bytes_downloaded": 0, "download_seconds": round(seconds, 3),
-            **iam.describe_raw(out)}
+    return {
+        "dataset": "synthetic",
+        "source": "synthetic",
+        "layout": "directory",
+        "synthetic": {"num_words": num_words, "num_writers": num_writers, "seed": seed, **counts},
+        "fetched": {},
+        "bytes": 0,
+        "bytes_downloaded": 0,
+        "download_seconds": round(seconds, 3),
+        **iam.describe_raw(out),
+    }
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -69,10 +79,18 @@ def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: in
     auth = _credentials()
     shown = http.redact(source)
     if shown != source and os.environ.get("MLFLOW_RUN_ID"):
-        runs.log("warning: the source URL holds credentials and `mlflow run` has stored it as the run's "
-                     "`source` param: delete that run, and pass credentials via IAM_USER/IAM_PASSWORD instead")
-    params = {"dataset": dataset, "source": shown, "sha256": sha256, "num_words": num_words,
-              "num_writers": num_writers, "seed": seed}
+        runs.log(
+            "warning: the source URL holds credentials and `mlflow run` has stored it as the run's "
+            "`source` param: delete that run, and pass credentials via IAM_USER/IAM_PASSWORD instead"
+        )
+    params = {
+        "dataset": dataset,
+        "source": shown,
+        "sha256": sha256,
+        "num_words": num_words,
+        "num_writers": num_writers,
+        "seed": seed,
+    }
     with runs.start_step("download", params) as run, tempfile.TemporaryDirectory(prefix="hwr-download-") as tmp:
         out = Path(tmp) / config.RAW_ARTIFACT
         out.mkdir()
@@ -90,13 +108,20 @@ def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: in
         (Path(tmp) / config.DOWNLOAD_INFO).write_text(json.dumps(info, indent=2) + "\n")
         mlflow.log_artifact(str(Path(tmp) / config.DOWNLOAD_INFO))
         seconds = info["download_seconds"]
-        mlflow.log_metrics({
-            "bytes_downloaded": info["bytes_downloaded"], "download_seconds": seconds,
-            "throughput": info["bytes_downloaded"] / 1e6 / seconds if seconds > 0 else 0.0,
-            "words": info["words"], "images": info["images"]})
-    runs.log(f"download run {run.info.run_id}: {config.RAW_ARTIFACT}/ holds {info['words']} words and "
-                 f"{info['images']} images ({info['bytes_downloaded'] / 1e6:.1f} MB downloaded, "
-                 f"{info['seconds']:.1f} s)")
+        mlflow.log_metrics(
+            {
+                "bytes_downloaded": info["bytes_downloaded"],
+                "download_seconds": seconds,
+                "throughput": info["bytes_downloaded"] / 1e6 / seconds if seconds > 0 else 0.0,
+                "words": info["words"],
+                "images": info["images"],
+            }
+        )
+    runs.log(
+        f"download run {run.info.run_id}: {config.RAW_ARTIFACT}/ holds {info['words']} words and "
+        f"{info['images']} images ({info['bytes_downloaded'] / 1e6:.1f} MB downloaded, "
+        f"{info['seconds']:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

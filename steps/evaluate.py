@@ -10,6 +10,7 @@ Outputs: metrics test_loss, test_cer, test_wer (greedy) and test_cer_beam, test_
 
     mlflow run . -e evaluate --env-manager local -P model_uri=runs:/<train_run>/handwriting_recognition_model
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -29,16 +30,23 @@ class NoTrainingData(LookupError):
 
 
 @click.command(help=__doc__.split("\n\n")[0])
-@click.option("--model-uri", default=D["model_uri"], show_default=True,
-              help="'' = the model of the newest finished train run")
+@click.option(
+    "--model-uri", default=D["model_uri"], show_default=True, help="'' = the model of the newest finished train run"
+)
 @click.option("--data", default=D["data"], show_default=True, help="'' = the dataset the model was trained on")
 @click.option("--eval-split", "split", type=click.Choice(config.SPLITS), default=D["eval_split"], show_default=True)
-@click.option("--beam-width", type=click.IntRange(0, 1000), default=D["beam_width"], show_default=True,
-              help="0 = greedy decoding only")
+@click.option(
+    "--beam-width",
+    type=click.IntRange(0, 1000),
+    default=D["beam_width"],
+    show_default=True,
+    help="0 = greedy decoding only",
+)
 @cli.user_errors(artifacts.ArtifactError, runs.UpstreamNotFound, DatasetError, LookupError)
 def main(model_uri: str, data: str, split: str, beam_width: int) -> None:
-    with runs.start_step("evaluate", {"model_uri": model_uri, "data": data, "eval_split": split,
-                                      "beam_width": beam_width}):
+    with runs.start_step(
+        "evaluate", {"model_uri": model_uri, "data": data, "eval_split": split, "beam_width": beam_width}
+    ):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -60,22 +68,39 @@ def main(model_uri: str, data: str, split: str, beam_width: int) -> None:
         if not rows:
             raise DatasetError(f"the {split} split of {data} is empty")
         summary = analysis.summarize(rows)
-        metrics = {f"{split}_loss": loss, f"{split}_cer": summary["cer"], f"{split}_wer": summary["wer"],
-                   f"{split}_cer_beam": summary["cer_beam"], f"{split}_wer_beam": summary["wer_beam"],
-                   f"{split}_exact_match": summary["exact_match"], f"{split}_samples": summary["samples"]}
+        metrics = {
+            f"{split}_loss": loss,
+            f"{split}_cer": summary["cer"],
+            f"{split}_wer": summary["wer"],
+            f"{split}_cer_beam": summary["cer_beam"],
+            f"{split}_wer_beam": summary["wer_beam"],
+            f"{split}_exact_match": summary["exact_match"],
+            f"{split}_samples": summary["samples"],
+        }
         mlflow.log_metrics(metrics, model_id=info.model_id)
-        mlflow.set_tags({"hwr.model_uri": model_uri, "hwr.dataset_digest": dataset.digest, "hwr.data": data,
-                         "hwr.train_run": info.run_id or ""})
+        mlflow.set_tags(
+            {
+                "hwr.model_uri": model_uri,
+                "hwr.dataset_digest": dataset.digest,
+                "hwr.data": data,
+                "hwr.train_run": info.run_id or "",
+            }
+        )
         with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
             out = Path(tmp)
             pq.write_table(pa.Table.from_pylist(rows), out / config.PREDICTIONS_FILE)
             wanted = analysis.wanted_ids(rows)
-            canvases = {ex["id"].decode(): ex["image"] for ex in reader.records(dataset, split).as_numpy_iterator()
-                        if ex["id"].decode() in wanted}
+            canvases = {
+                ex["id"].decode(): ex["image"]
+                for ex in reader.records(dataset, split).as_numpy_iterator()
+                if ex["id"].decode() in wanted
+            }
             analysis.error_plots(rows, canvases, out)
             mlflow.log_artifacts(tmp)
-        runs.log(f"{split}: CER {summary['cer']:.4f} (beam {summary['cer_beam']:.4f}), WER {summary['wer']:.4f}, "
-                 f"loss {loss:.3f} over {summary['samples']} words")
+        runs.log(
+            f"{split}: CER {summary['cer']:.4f} (beam {summary['cer_beam']:.4f}), WER {summary['wer']:.4f}, "
+            f"loss {loss:.3f} over {summary['samples']} words"
+        )
 
 
 if __name__ == "__main__":

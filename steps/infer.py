@@ -24,6 +24,7 @@ or if nothing matched `image_path`.
 
 Preprocessing and decoding happen inside the model (steps/exported.py), exactly as in training and serving.
 """
+
 from __future__ import annotations
 
 import glob
@@ -38,7 +39,7 @@ from steps.workflow import cli, config, runs
 
 D = config.defaults("infer")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"})
-BATCH_SIZE = 32   # images per model call: bounded memory, and the model's per-call overhead is shared
+BATCH_SIZE = 32  # images per model call: bounded memory, and the model's per-call overhead is shared
 OUTPUTS = ("text", "jsonl")
 _GLOB_CHARS = set("*?[")
 
@@ -58,7 +59,7 @@ def find_images(image_path: str) -> list[Path]:
 
 def batched(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def transcribe(model, paths: Iterable[Path], batch_size: int = BATCH_SIZE) -> Iterator[dict]:
@@ -101,8 +102,12 @@ class NoImages(LookupError):
 
 
 @click.command(help=__doc__.split("\n\n")[0])
-@click.option("--model-uri", default=D["model_uri"], show_default=True,
-              help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}")
+@click.option(
+    "--model-uri",
+    default=D["model_uri"],
+    show_default=True,
+    help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}",
+)
 @click.option("--image-path", required=True, help="an image file, a directory (searched recursively) or a quoted glob")
 @click.option("--output", type=click.Choice(OUTPUTS), default=D["output"], show_default=True)
 @cli.user_errors(LookupError)
@@ -110,8 +115,10 @@ def main(model_uri: str, image_path: str, output: str) -> None:
     # Find the files before loading the model: a typo should fail in a second, not after TF starts.
     paths = find_images(image_path)
     if not paths:
-        raise NoImages(f"no image files match {image_path!r} (a file, a directory holding "
-                                   f"{'/'.join(sorted(s[1:] for s in IMAGE_SUFFIXES))} files, or a quoted glob)")
+        raise NoImages(
+            f"no image files match {image_path!r} (a file, a directory holding "
+            f"{'/'.join(sorted(s[1:] for s in IMAGE_SUFFIXES))} files, or a quoted glob)"
+        )
     from steps.inference import loading
 
     model_uri = model_uri or config.CHAMPION_URI

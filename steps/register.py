@@ -13,6 +13,7 @@ Outputs: a new version of the registered model (models:/<model_name>/<n>) tagged
 
     mlflow run . -e register --env-manager local -P model_uri=runs:/<train_run>/handwriting_recognition_model
 """
+
 from __future__ import annotations
 
 import math
@@ -47,16 +48,23 @@ def main(model_uri: str, model_name: str, alias: str) -> None:
             model_uri = evaluation.data.tags["hwr.model_uri"]
             runs.log(f"registering {model_uri} (model of the newest finished evaluate run {evaluation.info.run_id})")
         try:
-            train_run = evaluation.data.tags.get("hwr.train_run") or mlflow.models.get_model_info(model_uri).run_id or ""
+            train_run = (
+                evaluation.data.tags.get("hwr.train_run") or mlflow.models.get_model_info(model_uri).run_id or ""
+            )
         except (MlflowException, OSError) as e:
             raise RegistrationError(f"cannot read model {model_uri!r}: {e}") from None
         new_cer = evaluation.data.metrics[METRIC]
         client = MlflowClient()
         holder, champion_cer = current_holder(client, model_name, alias)
 
-        tags = {"hwr.model_uri": model_uri, "hwr.train_run": train_run, "hwr.evaluate_run": evaluation.info.run_id,
-                "hwr.dataset_digest": evaluation.data.tags.get("hwr.dataset_digest", ""), TAG_CER: repr(new_cer),
-                "hwr.register_run": run.info.run_id}
+        tags = {
+            "hwr.model_uri": model_uri,
+            "hwr.train_run": train_run,
+            "hwr.evaluate_run": evaluation.info.run_id,
+            "hwr.dataset_digest": evaluation.data.tags.get("hwr.dataset_digest", ""),
+            TAG_CER: repr(new_cer),
+            "hwr.register_run": run.info.run_id,
+        }
         try:
             version = mlflow.register_model(model_uri, model_name, tags=tags)
         except MlflowException as e:
@@ -67,14 +75,28 @@ def main(model_uri: str, model_name: str, alias: str) -> None:
         if promote:
             client.set_registered_model_alias(model_name, alias, version.version)
         decision = "promoted" if promote else "kept"
-        mlflow.set_tags({"hwr.decision": decision, "hwr.decision_reason": reason, "hwr.model_uri": model_uri,
-                         "hwr.evaluate_run": evaluation.info.run_id, "hwr.registered_version": version.version,
-                         "hwr.registered_model_uri": version_uri,
-                         "hwr.champion_version": version.version if promote else (holder.version if holder else ""),
-                         "hwr.previous_champion_version": holder.version if holder else ""})
-        mlflow.log_metrics({"new_test_cer": new_cer, "promoted": float(promote),
-                            **({"champion_test_cer": champion_cer} if holder and not math.isnan(champion_cer) else {})})
-        champion = f"now version {version.version}" if promote else (f"version {holder.version} stays" if holder else "unset")
+        mlflow.set_tags(
+            {
+                "hwr.decision": decision,
+                "hwr.decision_reason": reason,
+                "hwr.model_uri": model_uri,
+                "hwr.evaluate_run": evaluation.info.run_id,
+                "hwr.registered_version": version.version,
+                "hwr.registered_model_uri": version_uri,
+                "hwr.champion_version": version.version if promote else (holder.version if holder else ""),
+                "hwr.previous_champion_version": holder.version if holder else "",
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "new_test_cer": new_cer,
+                "promoted": float(promote),
+                **({"champion_test_cer": champion_cer} if holder and not math.isnan(champion_cer) else {}),
+            }
+        )
+        champion = (
+            f"now version {version.version}" if promote else (f"version {holder.version} stays" if holder else "unset")
+        )
         runs.log(f"registered {version_uri}; {model_name}@{alias}: {decision} ({champion}): {reason}")
         click.echo(version_uri)
 

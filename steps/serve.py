@@ -26,6 +26,7 @@ client (it is logged here). One log line per request (method, path, status, ms) 
 
 The parts are in steps/serving: request parsing, the micro-batcher, the Flask app and the page.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,24 @@ D = config.defaults("serve")
 
 
 @click.command(help=__doc__.split("\n\n")[0])
-@click.option("--model-uri", default=D["model_uri"], show_default=True,
-              help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}")
+@click.option(
+    "--model-uri",
+    default=D["model_uri"],
+    show_default=True,
+    help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}",
+)
 @click.option("--host", default=D["host"], show_default=True, help="interface to bind (0.0.0.0 exposes it)")
 @click.option("--port", type=click.IntRange(0, 65535), default=D["port"], show_default=True)
-@click.option("--threads", type=click.IntRange(1), default=D["threads"], show_default=True,
-              help="worker threads (requests handled concurrently)")
-@click.option("--max-batch", type=click.IntRange(1), default=D["max_batch"], show_default=True,
-              help="most images per model call")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=D["threads"],
+    show_default=True,
+    help="worker threads (requests handled concurrently)",
+)
+@click.option(
+    "--max-batch", type=click.IntRange(1), default=D["max_batch"], show_default=True, help="most images per model call"
+)
 @cli.user_errors(LookupError)
 def main(model_uri: str, host: str, port: int, threads: int, max_batch: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -10,6 +10,7 @@ Outputs: the pyfunc model `handwriting_recognition_model` (bytes in, text out; s
 
     mlflow run . -e train --env-manager local -P batch_size=32 -P epochs=50 -P train_ratio=0.75 -P val_ratio=0.15
 """
+
 from __future__ import annotations
 
 import shutil
@@ -32,10 +33,16 @@ def resolve_data(data_uri: str, train_ratio: float, val_ratio: float) -> str:
     ratios = {"train_ratio": train_ratio, "val_ratio": val_ratio}
     run = runs.find_run("preprocess", ratios)
     if run is None:
-        runs.log(f"no finished preprocess run with train_ratio={train_ratio} val_ratio={val_ratio}: "
-                 "running download and preprocess first")
-        ids = chain.run_steps(("download", "preprocess"), {"preprocess": {k: str(v) for k, v in ratios.items()}},
-                              runs.current_experiment_id(), env_manager="local")
+        runs.log(
+            f"no finished preprocess run with train_ratio={train_ratio} val_ratio={val_ratio}: "
+            "running download and preprocess first"
+        )
+        ids = chain.run_steps(
+            ("download", "preprocess"),
+            {"preprocess": {k: str(v) for k, v in ratios.items()}},
+            runs.current_experiment_id(),
+            env_manager="local",
+        )
         run_id = ids["preprocess"]
     else:
         run_id = run.info.run_id
@@ -45,31 +52,65 @@ def resolve_data(data_uri: str, train_ratio: float, val_ratio: float) -> str:
 
 
 @click.command(help=__doc__.split("\n\n")[0])
-@click.option("--data", default=D["data"], show_default=True, help="URI of a preprocess run's dataset/ ('' = newest matching run)")
-@click.option("--train-ratio", type=float, default=D["train_ratio"], show_default=True,
-              help="used only to find or make a dataset when --data is ''")
+@click.option(
+    "--data", default=D["data"], show_default=True, help="URI of a preprocess run's dataset/ ('' = newest matching run)"
+)
+@click.option(
+    "--train-ratio",
+    type=float,
+    default=D["train_ratio"],
+    show_default=True,
+    help="used only to find or make a dataset when --data is ''",
+)
 @click.option("--val-ratio", type=float, default=D["val_ratio"], show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=D["batch_size"], show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=D["epochs"], show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=D["learning_rate"], show_default=True)
-@click.option("--patience", type=click.IntRange(1), default=D["patience"], show_default=True,
-              help="epochs without a better val CER before stopping")
+@click.option(
+    "--patience",
+    type=click.IntRange(1),
+    default=D["patience"],
+    show_default=True,
+    help="epochs without a better val CER before stopping",
+)
 @click.option("--augment", type=click.BOOL, default=D["augment"], show_default=True)
-@click.option("--conv-filters", default=D["conv_filters"], show_default=True,
-              help="filters per conv block, comma-separated (one 2x2 pooling each)")
+@click.option(
+    "--conv-filters",
+    default=D["conv_filters"],
+    show_default=True,
+    help="filters per conv block, comma-separated (one 2x2 pooling each)",
+)
 @click.option("--dense-units", type=click.IntRange(1), default=D["dense_units"], show_default=True)
 @click.option("--rnn-units", default=D["rnn_units"], show_default=True, help="units per BiLSTM layer, comma-separated")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=D["dropout"], show_default=True)
 @click.option("--seed", type=int, default=D["seed"], show_default=True)
 @cli.user_errors(artifacts.ArtifactError, runs.UpstreamNotFound, chain.StepFailed, DatasetError)
-def main(data: str, train_ratio: float, val_ratio: float, conv_filters: str, dense_units: int, rnn_units: str,
-         dropout: float, **params) -> None:
+def main(
+    data: str,
+    train_ratio: float,
+    val_ratio: float,
+    conv_filters: str,
+    dense_units: int,
+    rnn_units: str,
+    dropout: float,
+    **params,
+) -> None:
     from steps.training.model import ModelConfig
 
     model = ModelConfig(cli.ints(conv_filters), dense_units, cli.ints(rnn_units), dropout)
-    with runs.start_step("train", {"data": data, "train_ratio": train_ratio, "val_ratio": val_ratio, **params,
-                                   "conv_filters": ",".join(map(str, model.conv_filters)), "dense_units": dense_units,
-                                   "rnn_units": ",".join(map(str, model.rnn_units)), "dropout": dropout}):
+    with runs.start_step(
+        "train",
+        {
+            "data": data,
+            "train_ratio": train_ratio,
+            "val_ratio": val_ratio,
+            **params,
+            "conv_filters": ",".join(map(str, model.conv_filters)),
+            "dense_units": dense_units,
+            "rnn_units": ",".join(map(str, model.rnn_units)),
+            "dropout": dropout,
+        },
+    ):
         from steps.training import export, fit
         from steps.training.report import training_plots
 
@@ -81,9 +122,16 @@ def main(data: str, train_ratio: float, val_ratio: float, conv_filters: str, den
         if info.samples["train"] == 0:
             raise DatasetError(f"{data_uri} has no training samples")
         # The figures the seed logged, plus what a reader needs to reproduce the run.
-        mlflow.log_params({"image_height": info.image_height, "image_width": info.image_width,
-                           "max_sequence_length": info.max_label_length, "charset_size": info.charset_size,
-                           "dataset_digest": info.digest, "train_samples": info.samples["train"]})
+        mlflow.log_params(
+            {
+                "image_height": info.image_height,
+                "image_width": info.image_width,
+                "max_sequence_length": info.max_label_length,
+                "charset_size": info.charset_size,
+                "dataset_digest": info.digest,
+                "train_samples": info.samples["train"],
+            }
+        )
         work_dir = fit.work_dir_for(data_dir, cfg)
         if (work_dir / "history.json").exists():
             runs.log(f"resuming from {work_dir} (state of an earlier run with the same data and parameters)")
@@ -91,8 +139,13 @@ def main(data: str, train_ratio: float, val_ratio: float, conv_filters: str, den
 
         fitted = fit.fit(data_dir, work_dir, cfg, on_epoch=lambda epoch, logs: mlflow.log_metrics(logs, step=epoch))
         history = fitted.history
-        mlflow.log_metrics({"best_val_cer": min(history["val_cer"]), "epochs_run": len(history["val_cer"]),
-                            "parameters": fitted.model.count_params()})
+        mlflow.log_metrics(
+            {
+                "best_val_cer": min(history["val_cer"]),
+                "epochs_run": len(history["val_cer"]),
+                "parameters": fitted.model.count_params(),
+            }
+        )
         with tempfile.TemporaryDirectory(prefix="train-") as tmp:
             tmp = Path(tmp)
             examples = training_plots(fitted, tmp)
@@ -101,8 +154,10 @@ def main(data: str, train_ratio: float, val_ratio: float, conv_filters: str, den
                 mlflow.log_artifact(str(png))
             model_info = export.log_model(tmp / "export", export.example_png(examples[0]), config.MODEL_ARTIFACT)
         shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
-        runs.log(f"best val CER {min(history['val_cer']):.4f}; model {model_info.model_uri} "
-                 f"(runs:/{mlflow.active_run().info.run_id}/{config.MODEL_ARTIFACT})")
+        runs.log(
+            f"best val CER {min(history['val_cer']):.4f}; model {model_info.model_uri} "
+            f"(runs:/{mlflow.active_run().info.run_id}/{config.MODEL_ARTIFACT})"
+        )
 
 
 if __name__ == "__main__":

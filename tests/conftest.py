@@ -1,4 +1,5 @@
 """Shared fixtures: a real HTTP server on loopback, an isolated MLflow store, an isolated download cache."""
+
 from __future__ import annotations
 
 import base64
@@ -26,6 +27,7 @@ class FileServer:
     ignore_range: answer 200 with the whole file even to Range requests
     requests:    (path, headers) of every request, in order
     """
+
     root: Path
     url: str = ""
     auth: tuple[str, str] | None = None
@@ -53,8 +55,11 @@ def _handler(state: FileServer) -> type[BaseHTTPRequestHandler]:
             if state.auth is not None:
                 token = base64.b64encode(":".join(state.auth).encode()).decode()
                 if self.headers.get("Authorization") != f"Basic {token}":
-                    return self._send(401, b"<html>login required</html>",
-                                      {"WWW-Authenticate": 'Basic realm="test"', "Content-Type": "text/html"})
+                    return self._send(
+                        401,
+                        b"<html>login required</html>",
+                        {"WWW-Authenticate": 'Basic realm="test"', "Content-Type": "text/html"},
+                    )
             if path in state.fail_once and path not in state.cut_once:  # a cut comes first
                 return self._send(state.fail_once.pop(path), b"failure")
             file = state.root / path.lstrip("/")
@@ -141,18 +146,27 @@ def mlflow_store(tmp_path, monkeypatch, _empty_mlflow_db):
 def mlflow_run():
     """Run `mlflow run . <args>` in the repo root with this interpreter's bin dir first on PATH
     (`--env-manager local` runs `python` from PATH); returns the CompletedProcess."""
+
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
         full_env = dict(os.environ, **(env or {}))
         bindir = str(Path(sys.executable).parent)
         full_env["PATH"] = os.pathsep.join([bindir, full_env.get("PATH", "")])
-        return subprocess.run([str(Path(bindir) / "mlflow"), "run", ".", *args], cwd=REPO, env=full_env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(Path(bindir) / "mlflow"), "run", ".", *args],
+            cwd=REPO,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     return run
 
 
 @dataclass
 class StepChain:
     """A session-wide tracking store holding one real download -> preprocess chain (tiny synthetic set)."""
+
     root: Path
     env: dict[str, str]
     download_run: str = ""
@@ -160,8 +174,14 @@ class StepChain:
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """`mlflow run . <args>` against this store; fails the test with the step's stderr if it fails."""
-        proc = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "run", ".", *args], cwd=REPO,
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(Path(sys.executable).parent / "mlflow"), "run", ".", *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return proc
 
     def client(self):
@@ -183,11 +203,16 @@ def step_chain(tmp_path_factory, _empty_mlflow_db) -> StepChain:
     root = tmp_path_factory.mktemp("chain")
     shutil.copyfile(_empty_mlflow_db, root / "mlflow.db")
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}", HWR_CACHE_DIR=str(root / "cache"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]))
+    env.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
+        HWR_CACHE_DIR=str(root / "cache"),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
     chain = StepChain(root, env)
-    for args in (("-e", "download", "--env-manager", "local", "-P", "num_words=240", "-P", "num_writers=8"),
-                 ("-e", "preprocess", "--env-manager", "local", "-P", "shard_size=60")):
+    for args in (
+        ("-e", "download", "--env-manager", "local", "-P", "num_words=240", "-P", "num_writers=8"),
+        ("-e", "preprocess", "--env-manager", "local", "-P", "shard_size=60"),
+    ):
         proc = chain.run(*args)
         assert proc.returncode == 0, proc.stderr[-3000:]
     chain.download_run = chain.newest("download").info.run_id

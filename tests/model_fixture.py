@@ -7,6 +7,7 @@ use it. Nothing is mocked: this is the real synthetic generator, preprocess, tra
 
 Also runnable by hand: `python -m tests.model_fixture /tmp/somewhere` prints the same facts as JSON.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,10 +29,10 @@ class TinyModel:
     root: Path
     tracking_uri: str
     run_id: str
-    runs_uri: str          # runs:/<run_id>/handwriting_recognition_model
+    runs_uri: str  # runs:/<run_id>/handwriting_recognition_model
     name: str
     version: str
-    images: tuple[Path, ...]   # good word PNGs from the synthetic set
+    images: tuple[Path, ...]  # good word PNGs from the synthetic set
 
     @property
     def champion_uri(self) -> str:
@@ -46,8 +47,11 @@ def env(model: TinyModel, **extra: str) -> dict[str, str]:
     """os.environ pointed at the tiny model's store, this interpreter's bin dir first on PATH
     (`mlflow run --env-manager local` runs `python` from PATH), with no run/experiment of the test session."""
     out = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
-    out.update(MLFLOW_TRACKING_URI=model.tracking_uri, HWR_CACHE_DIR=str(model.root / "cache"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    out.update(
+        MLFLOW_TRACKING_URI=model.tracking_uri,
+        HWR_CACHE_DIR=str(model.root / "cache"),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    )
     out.update(extra)
     return out
 
@@ -60,16 +64,31 @@ def tiny_model(tmp_path_factory) -> TinyModel:
     global _built
     if _built is None:
         root = tmp_path_factory.mktemp("tiny-model")
-        environ = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
-                                                                    "MLFLOW_TRACKING_URI")}
-        proc = subprocess.run([sys.executable, "-m", "tests.model_fixture", str(root)], cwd=REPO, env=environ,
-                              capture_output=True, text=True, timeout=300)
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_TRACKING_URI")
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "tests.model_fixture", str(root)],
+            cwd=REPO,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"building the tiny model failed:\n{proc.stderr[-4000:]}")
         facts = json.loads(proc.stdout.strip().splitlines()[-1])
-        _built = TinyModel(root=root, tracking_uri=facts["tracking_uri"], run_id=facts["run_id"],
-                           runs_uri=facts["runs_uri"], name=facts["name"], version=str(facts["version"]),
-                           images=tuple(Path(p) for p in facts["images"]))
+        _built = TinyModel(
+            root=root,
+            tracking_uri=facts["tracking_uri"],
+            run_id=facts["run_id"],
+            runs_uri=facts["runs_uri"],
+            name=facts["name"],
+            version=str(facts["version"]),
+            images=tuple(Path(p) for p in facts["images"]),
+        )
     return _built
 
 
@@ -92,11 +111,30 @@ def build(root: Path) -> dict:
 
     synthetic.generate(root / "raw", NUM_WORDS, NUM_WRITERS, SEED, progress=False)
     (root / "ds").mkdir()
-    build_dataset(root / "raw", root / "ds", PreprocessConfig("writer", 0.75, 0.15, SEED, 32, 128, 24, False, 1000, 1),
-                  progress=False)
+    build_dataset(
+        root / "raw",
+        root / "ds",
+        PreprocessConfig("writer", 0.75, 0.15, SEED, 32, 128, 24, False, 1000, 1),
+        progress=False,
+    )
     # A small network: the tests need a real exported model, not a good one.
-    train.main(["--data", str(root / "ds"), "--epochs", "1", "--batch-size", "16", "--conv-filters", "8,16",
-                "--rnn-units", "32", "--dense-units", "16"], standalone_mode=False)
+    train.main(
+        [
+            "--data",
+            str(root / "ds"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--conv-filters",
+            "8,16",
+            "--rnn-units",
+            "32",
+            "--dense-units",
+            "16",
+        ],
+        standalone_mode=False,
+    )
     client = MlflowClient(tracking_uri)
     (run,) = client.search_runs(["0"], f"tags.`{config.TAG_STEP}` = 'train'")
     runs_uri = f"runs:/{run.info.run_id}/{config.MODEL_ARTIFACT}"
@@ -113,8 +151,14 @@ def build(root: Path) -> dict:
                 out = images_dir / Path(member.name).name
                 out.write_bytes(data)
                 images.append(str(out))
-    return {"tracking_uri": tracking_uri, "run_id": run.info.run_id, "runs_uri": runs_uri,
-            "name": config.REGISTERED_MODEL, "version": version.version, "images": images}
+    return {
+        "tracking_uri": tracking_uri,
+        "run_id": run.info.run_id,
+        "runs_uri": runs_uri,
+        "name": config.REGISTERED_MODEL,
+        "version": version.version,
+        "images": images,
+    }
 
 
 def _decodes(data: bytes) -> bool:

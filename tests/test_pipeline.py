@@ -5,6 +5,7 @@ The end-to-end runs share one tracking store and happen in order (each fixture d
 before): a first run from a clean store, an identical second run, then a direct `python pipeline.py`
 launch with another preprocess parameter. A failing step runs in a store of its own.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,11 @@ CHAINED_STEPS = ("download", "preprocess", "train", "evaluate")  # the reusable 
 
 # ---------------------------------------------------------------- in process: routing and the cache
 
+
 def test_parse_accepts_what_mlflow_run_and_users_pass():
-    assert pipeline.parse(["--rerun-from", "", "--step-env-manager", "local", "--num_words", "160", "--num-writers=6"]) == {
-        "rerun_from": "", "step_env_manager": "local", "num_words": "160", "num_writers": "6"}
+    assert pipeline.parse(
+        ["--rerun-from", "", "--step-env-manager", "local", "--num_words", "160", "--num-writers=6"]
+    ) == {"rerun_from": "", "step_env_manager": "local", "num_words": "160", "num_writers": "6"}
     with pytest.raises(ValueError, match="no value after --epochs"):
         pipeline.parse(["--epochs"])
     with pytest.raises(ValueError, match="expected --name value"):
@@ -39,8 +42,13 @@ def test_parse_accepts_what_mlflow_run_and_users_pass():
 
 def test_route_sends_each_parameter_to_every_step_declaring_it():
     routed = chain.route({"seed": "7", "epochs": "3", "dataset": "iam", "evaluate.eval_split": "val", "alias": "best"})
-    assert routed == {"download": {"seed": "7", "dataset": "iam"}, "preprocess": {"seed": "7"},
-                      "train": {"seed": "7", "epochs": "3"}, "evaluate": {"eval_split": "val"}, "register": {"alias": "best"}}
+    assert routed == {
+        "download": {"seed": "7", "dataset": "iam"},
+        "preprocess": {"seed": "7"},
+        "train": {"seed": "7", "epochs": "3"},
+        "evaluate": {"eval_split": "val"},
+        "register": {"alias": "best"},
+    }
     with pytest.raises(ValueError, match="unknown parameter.*epoch, train.dataset"):
         chain.route({"epoch": "3", "train.dataset": "iam"})
     with pytest.raises(ValueError, match="model_uri: set by the pipeline"):
@@ -53,10 +61,13 @@ def test_reusable_never_register_nor_from_rerun_from_on():
     assert not any(chain.reusable(s, "download") for s in chain.STEPS)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--rerun-from", "training"], "rerun_from must be one of download, preprocess"),
-    (["--epochs", "1", "--nosuch", "2"], "unknown parameter(s) nosuch"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rerun-from", "training"], "rerun_from must be one of download, preprocess"),
+        (["--epochs", "1", "--nosuch", "2"], "unknown parameter(s) nosuch"),
+    ],
+)
 def test_bad_arguments_exit_2_before_any_run(argv, message, capsys):
     assert pipeline.main(argv) == 2
     assert message in capsys.readouterr().err
@@ -66,8 +77,9 @@ def test_cache_takes_the_newest_finished_run_with_equal_params_and_code(mlflow_s
     client, experiment_id = mlflow_store, os.environ["MLFLOW_EXPERIMENT_ID"]
 
     def step_run(status="FINISHED", digest=None, **params):
-        run = client.create_run(experiment_id, tags={config.TAG_STEP: "preprocess",
-                                                     config.TAG_CODE_DIGEST: digest or config.code_digest()})
+        run = client.create_run(
+            experiment_id, tags={config.TAG_STEP: "preprocess", config.TAG_CODE_DIGEST: digest or config.code_digest()}
+        )
         # what `mlflow run` logs: every declared parameter, shell-quoted ('' -> "''")
         logged = {k: str(v) for k, v in config.defaults("preprocess").items()} | {"raw_data": "''"} | params
         for k, v in logged.items():
@@ -91,6 +103,7 @@ def test_cache_takes_the_newest_finished_run_with_equal_params_and_code(mlflow_s
 
 # ---------------------------------------------------------------- end to end through `mlflow run`
 
+
 @dataclass
 class Store:
     uri: str
@@ -112,8 +125,8 @@ class Store:
 @dataclass
 class Launch:
     proc: subprocess.CompletedProcess
-    parent: object                      # the main run (mlflow.entities.Run)
-    new: dict[str, set[str]]            # entry point -> ids of runs this launch created
+    parent: object  # the main run (mlflow.entities.Run)
+    new: dict[str, set[str]]  # entry point -> ids of runs this launch created
     log: str
 
 
@@ -125,8 +138,12 @@ def store(tmp_path_factory, _empty_mlflow_db) -> Store:
     client = MlflowClient(uri)
     experiment_id = client.create_experiment("pipeline", artifact_location=(tmp / "artifacts").as_uri())
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_ID=experiment_id, HWR_CACHE_DIR=str(tmp / "cache"),
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    env.update(
+        MLFLOW_TRACKING_URI=uri,
+        MLFLOW_EXPERIMENT_ID=experiment_id,
+        HWR_CACHE_DIR=str(tmp / "cache"),
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    )
     return Store(uri, experiment_id, client, env)
 
 
@@ -134,8 +151,16 @@ def launch(store: Store, *command: str, **params: str) -> Launch:
     """`mlflow run . -e main --env-manager local -P k=v ...` (or `command` as given) in the store."""
     before = store.by_step()
     if not command:
-        command = (str(Path(sys.executable).parent / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local",
-                   *[a for k, v in params.items() for a in ("-P", f"{k}={v}")])
+        command = (
+            str(Path(sys.executable).parent / "mlflow"),
+            "run",
+            ".",
+            "-e",
+            "main",
+            "--env-manager",
+            "local",
+            *[a for k, v in params.items() for a in ("-P", f"{k}={v}")],
+        )
     proc = subprocess.run(command, cwd=REPO, env=store.env, capture_output=True, text=True, timeout=600)
     after = store.by_step()
     new = {step: ids - before.get(step, set()) for step, ids in after.items() if ids - before.get(step, set())}
@@ -175,8 +200,12 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     assert parent.info.status == "FINISHED" and parent.data.tags["mlflow.project.entryPoint"] == "main"
     steps = children(store, parent)
     assert set(steps) == set(chain.STEPS)
-    assert all(r.info.status == "FINISHED" and r.data.tags[config.TAG_STEP] == s and
-               r.data.tags[config.TAG_CODE_DIGEST] == config.code_digest() for s, r in steps.items())
+    assert all(
+        r.info.status == "FINISHED"
+        and r.data.tags[config.TAG_STEP] == s
+        and r.data.tags[config.TAG_CODE_DIGEST] == config.code_digest()
+        for s, r in steps.items()
+    )
     ids = {s: r.info.run_id for s, r in steps.items()}
     model_uri = f"runs:/{ids['train']}/{config.MODEL_ARTIFACT}"
     dataset_uri = f"runs:/{ids['preprocess']}/{config.DATASET_ARTIFACT}"
@@ -192,9 +221,12 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     assert p["preprocess"]["shard_size"] == str(config.defaults("preprocess")["shard_size"])
     assert p["evaluate"]["eval_split"] == config.defaults("evaluate")["eval_split"]
     # artifacts of each step
-    assert {config.WORDS_TXT, config.WORDS_ARCHIVE} <= artifact_paths(store.client, ids["download"], config.RAW_ARTIFACT)
+    assert {config.WORDS_TXT, config.WORDS_ARCHIVE} <= artifact_paths(
+        store.client, ids["download"], config.RAW_ARTIFACT
+    )
     assert {config.CHARSET_FILE, config.STATS_FILE, config.MANIFEST_FILE} <= artifact_paths(
-        store.client, ids["preprocess"], config.DATASET_ARTIFACT)
+        store.client, ids["preprocess"], config.DATASET_ARTIFACT
+    )
     mlflow.set_tracking_uri(store.uri)
     try:
         assert mlflow.models.get_model_info(model_uri).run_id == ids["train"]
@@ -211,7 +243,10 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     tags = parent.data.tags
     assert all(tags[f"hwr.{s}_run"] == ids[s] and tags[f"hwr.{s}_reused"] == "false" for s in chain.STEPS)
     assert tags["hwr.model_uri"] == model_uri and tags["hwr.data"] == dataset_uri
-    assert tags["hwr.registered_model_uri"] == f"models:/{config.REGISTERED_MODEL}/1" and tags["hwr.decision"] == "promoted"
+    assert (
+        tags["hwr.registered_model_uri"] == f"models:/{config.REGISTERED_MODEL}/1"
+        and tags["hwr.decision"] == "promoted"
+    )
     assert parent.data.metrics["test_cer"] == steps["evaluate"].data.metrics["test_cer"]
     assert parent.data.params["epochs"] == "1"
     for s in chain.STEPS:
@@ -225,7 +260,9 @@ def test_identical_second_run_reuses_every_step_but_register(store, first, secon
     for s in CHAINED_STEPS:
         reused = first.parent.data.tags[f"hwr.{s}_run"]
         assert f"[pipeline] {s}: reused run {reused}" in second.log
-        assert second.parent.data.tags[f"hwr.{s}_run"] == reused and second.parent.data.tags[f"hwr.{s}_reused"] == "true"
+        assert (
+            second.parent.data.tags[f"hwr.{s}_run"] == reused and second.parent.data.tags[f"hwr.{s}_reused"] == "true"
+        )
     # the same model again: registered as version 2, and it does not beat itself, so the champion stays
     assert second.parent.data.tags["hwr.registered_model_uri"] == f"models:/{config.REGISTERED_MODEL}/2"
     assert second.parent.data.tags["hwr.decision"] == "kept"

@@ -9,6 +9,7 @@ Python call overhead is not counted), then checks on every word image of the ben
 the k-th smallest value is read off a 256-bin cumulative histogram: O(n) instead of a full tf.sort).
 Nothing in steps/ is modified.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,11 @@ def main() -> None:
     batch = tf.constant(sample)
 
     def per_image_us(fn) -> float:
-        g = tf.function(lambda b: tf.map_fn(lambda d: tf.reduce_sum(fn(d)), b,
-                                            fn_output_signature=tf.float32, parallel_iterations=1))
+        g = tf.function(
+            lambda b: tf.map_fn(
+                lambda d: tf.reduce_sum(fn(d)), b, fn_output_signature=tf.float32, parallel_iterations=1
+            )
+        )
         g(batch)
         t0 = time.perf_counter()
         for _ in range(5):
@@ -75,8 +79,10 @@ def main() -> None:
         ("decode (PNG -> grayscale)", per_image_us(gray)),
         ("decode + imaging._levels (tf.sort)", per_image_us(lambda d: tf.stack(imaging._levels(gray(d))))),
         ("decode + levels_histogram (suggested)", per_image_us(lambda d: tf.stack(levels_histogram(gray(d))))),
-        ("imaging.preprocess_bytes (all of it)", per_image_us(lambda d: tf.cast(imaging.preprocess_bytes(d, 32, 128),
-                                                                                 tf.float32))),
+        (
+            "imaging.preprocess_bytes (all of it)",
+            per_image_us(lambda d: tf.cast(imaging.preprocess_bytes(d, 32, 128), tf.float32)),
+        ),
     ]
     print(f"{len(sample)} word images, one graph call, single thread\n{'stage':48s} {'us/image':>9s}")
     for name, us in rows:

@@ -14,6 +14,7 @@ memory first, with the helpers of the benchmark's convert_profile phase in bench
   tfrecords.serialize of each canvas (the parent's share of convert's work).
 Nothing in steps/ is modified or copied; every variant calls steps.dataset / steps.inference code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,12 +50,17 @@ def pools(raw: Path | None, workers: int) -> None:
     pairs, h, w = load_pairs(raw, workers)
     n = len(pairs)
     chunks = list(convert._chunks(pairs, 64))
-    print(f"{n} images, {workers} workers\n{'variant':58s} {'start-up s':>10s} {'convert s':>9s} "
-          f"{'images/s incl. start-up':>24s}")
+    print(
+        f"{n} images, {workers} workers\n{'variant':58s} {'start-up s':>10s} {'convert s':>9s} "
+        f"{'images/s incl. start-up':>24s}"
+    )
     show(f"steps.dataset.convert, spawn pool of {workers}", n, *phases.pool_run("spawn", workers, chunks, h, w))
     preload = ["tensorflow", "steps.dataset.convert", "steps.inference.imaging"]
-    show(f"alternative A: forkserver pool of {workers}, TF preloaded", n,
-         *phases.pool_run("forkserver", workers, chunks, h, w, preload))
+    show(
+        f"alternative A: forkserver pool of {workers}, TF preloaded",
+        n,
+        *phases.pool_run("forkserver", workers, chunks, h, w, preload),
+    )
     # In-process, after the pools (this process then has TF thread pools: forking is no longer safe).
     show("steps.dataset.convert, workers=1 (in process)", n, *phases.in_process_run(chunks, h, w))
     print("(alternative B needs a process with default TF threading: run it with --only-tfdata)")
@@ -69,11 +75,14 @@ def tfdata_only(raw: Path | None) -> None:
 
     pairs, h, w = load_pairs(raw, 0)
     n = len(pairs)
-    data = [p[1] for p in pairs if p[1]]   # convert skips empty files before decoding too
+    data = [p[1] for p in pairs if p[1]]  # convert skips empty files before decoding too
     t0 = time.perf_counter()
     ds = tf.data.Dataset.from_generator(lambda: iter(data), output_signature=tf.TensorSpec([], tf.string))
-    ds = ds.map(lambda b: imaging.preprocess_bytes(b, h, w), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True).ignore_errors().prefetch(64)   # convert counts corrupt files and skips them
+    ds = (
+        ds.map(lambda b: imaging.preprocess_bytes(b, h, w), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors()
+        .prefetch(64)
+    )  # convert counts corrupt files and skips them
     for canvas in ds.as_numpy_iterator():
         tfrecords.serialize("x", "w", "t", canvas)
     seconds = time.perf_counter() - t0

@@ -13,6 +13,7 @@ benchmarks/work/mlflow.db) and the PNG words it extracted. Prints, per image:
 - the whole Flask app (steps.serving.app.create_app) through its test client (no network, no waitress),
   and a cProfile of it (top functions).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,11 +67,13 @@ def main() -> None:
 
     pngs = word_pngs(data_root, "test", 64)
     bodies = [json.dumps({"image": base64.b64encode(x).decode()}) for x in pngs]
-    uri = f"models:/{config.REGISTERED_MODEL}/1"   # what benchmarks/run.py registers
+    uri = f"models:/{config.REGISTERED_MODEL}/1"  # what benchmarks/run.py registers
     t0 = time.perf_counter()
     pyfunc = mlflow.pyfunc.load_model(uri)
     model = pyfunc.unwrap_python_model()
-    print(f"model load: {time.perf_counter() - t0:.1f}s; {len(pngs)} test images, mean {np.mean([len(x) for x in pngs]):.0f} bytes")
+    print(
+        f"model load: {time.perf_counter() - t0:.1f}s; {len(pngs)} test images, mean {np.mean([len(x) for x in pngs]):.0f} bytes"
+    )
     n = a.requests
     k = iter(range(10**9))
 
@@ -78,9 +81,16 @@ def main() -> None:
         return next(k) % len(pngs)
 
     rows = []
-    rows.append(("json.loads + base64 decode", per_call(lambda: decode_base64(json.loads(bodies[nxt()])["image"], "image"), n)))
+    rows.append(
+        ("json.loads + base64 decode", per_call(lambda: decode_base64(json.loads(bodies[nxt()])["image"], "image"), n))
+    )
     rows.append(("imaging.check (format sniff + PIL size check)", per_call(lambda: imaging.check(pngs[nxt()]), n)))
-    rows.append(("SavedModel preprocess endpoint (1 image)", per_call(lambda: model.module.preprocess(tf.constant(pngs[nxt()])).numpy(), n)))
+    rows.append(
+        (
+            "SavedModel preprocess endpoint (1 image)",
+            per_call(lambda: model.module.preprocess(tf.constant(pngs[nxt()])).numpy(), n),
+        )
+    )
     rows.append(("HandwritingModel.canvas (all of the above but JSON)", per_call(lambda: model.canvas(pngs[nxt()]), n)))
     canvases = np.stack([model.canvas(x) for x in pngs])
     for b in (1, 2, 4, 8, 16, 32):
@@ -91,7 +101,9 @@ def main() -> None:
         ms = per_call(lambda batch=batch: model.module.serve(batch), max(10, n // b))
         rows.append((f"SavedModel serve (bytes->text) batch {b:2d}: per call / per image", ms, ms / b))
     df = pd.DataFrame({"image": [pngs[0]]})
-    rows.append(("pyfunc predict, 1-row DataFrame (mlflow serve's model call)", per_call(lambda: pyfunc.predict(df), n // 2)))
+    rows.append(
+        ("pyfunc predict, 1-row DataFrame (mlflow serve's model call)", per_call(lambda: pyfunc.predict(df), n // 2))
+    )
 
     app = create_app(model, {"model_uri": uri}, int(config.defaults("serve")["max_batch"]))
     client = app.test_client()
@@ -115,8 +127,10 @@ def main() -> None:
     prof.disable()
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(18)
-    print(f"\ncProfile of {n} requests through the Flask test client (request thread only; the batcher's model "
-          f"call runs in its own thread and shows up as waiting):")
+    print(
+        f"\ncProfile of {n} requests through the Flask test client (request thread only; the batcher's model "
+        f"call runs in its own thread and shows up as waiting):"
+    )
     print("\n".join(out.getvalue().splitlines()[:45]))
     app.extensions["hwr.batcher"].close()
 

@@ -3,6 +3,7 @@
 `build` writes everything of dataset/: the shards, charset.json, manifest.parquet, stats.json and a sample
 grid per split, and returns the stats. Pure of MLflow (steps/preprocess.py does the wiring).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,15 +35,22 @@ def build(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = 
         raise RawDataError(f"{words_txt} holds no valid word lines ({len(malformed)} malformed)")
     forms_txt = raw_dir / config.FORMS_TXT
     writers = iam_format.parse_forms(forms_txt.read_text().splitlines()) if forms_txt.is_file() else {}
-    print(f"{len(words)} words, {len(malformed)} malformed lines"
-          + "".join(f"\n  line {n}: {line[:80]!r}" for n, line in malformed[:5]), file=sys.stderr, flush=True)
+    print(
+        f"{len(words)} words, {len(malformed)} malformed lines"
+        + "".join(f"\n  line {n}: {line[:80]!r}" for n, line in malformed[:5]),
+        file=sys.stderr,
+        flush=True,
+    )
     samples, charset, dropped, shard_counts = plan(words, writers, cfg)
     try:
-        result = convert.convert(archive, samples, shard_counts, cfg.image_height, cfg.image_width, out_dir,
-                                 cfg.workers, progress)
+        result = convert.convert(
+            archive, samples, shard_counts, cfg.image_height, cfg.image_width, out_dir, cfg.workers, progress
+        )
     except (tarfile.TarError, EOFError, zlib.error) as e:
-        raise RawDataError(f"{archive.name} in {raw_dir} is not a readable tar archive ({e}): "
-                           f"download it again (mlflow run . -e download)") from None
+        raise RawDataError(
+            f"{archive.name} in {raw_dir} is not a readable tar archive ({e}): "
+            f"download it again (mlflow run . -e download)"
+        ) from None
     dropped.update(result.dropped)
     dropped["malformed_line"] = len(malformed)
 
@@ -52,13 +60,21 @@ def build(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = 
     for name, items in result.previews.items():
         plots.image_grid([(c, t) for t, c in items], out_dir / f"samples_{name}.png", f"{name}: preprocessed samples")
     stats = {
-        "image_height": cfg.image_height, "image_width": cfg.image_width, "max_label_length": cfg.max_label_length,
-        "split_method": cfg.split, "train_ratio": cfg.train_ratio, "val_ratio": cfg.val_ratio, "seed": cfg.seed,
-        "keep_err": cfg.keep_err, "charset_size": len(charset.characters),
+        "image_height": cfg.image_height,
+        "image_width": cfg.image_width,
+        "max_label_length": cfg.max_label_length,
+        "split_method": cfg.split,
+        "train_ratio": cfg.train_ratio,
+        "val_ratio": cfg.val_ratio,
+        "seed": cfg.seed,
+        "keep_err": cfg.keep_err,
+        "charset_size": len(charset.characters),
         "samples": {n: sum(s.split == n for s in kept) for n in config.SPLITS},
         "writers": {n: len({s.writer for s in kept if s.split == n}) for n in config.SPLITS},
-        "shards": shard_counts, "dropped": {k: v for k, v in sorted(dropped.items()) if v},
-        "seconds": round(result.seconds, 2), "images_per_second": round(len(kept) / max(result.seconds, 1e-9), 1),
+        "shards": shard_counts,
+        "dropped": {k: v for k, v in sorted(dropped.items()) if v},
+        "seconds": round(result.seconds, 2),
+        "images_per_second": round(len(kept) / max(result.seconds, 1e-9), 1),
         "digest": digest(out_dir),
     }
     (out_dir / config.STATS_FILE).write_text(json.dumps(stats, indent=1))
@@ -69,12 +85,17 @@ def _write_manifest(path: Path, kept: list[Sample], result: convert.ConversionRe
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({
-        "id": [s.id for s in kept], "writer": [s.writer for s in kept], "split": [s.split for s in kept],
-        "text": [s.text for s in kept],
-        "original_height": [result.sizes[s.id][0] for s in kept], "original_width": [result.sizes[s.id][1] for s in kept],
-        "shard": [result.written[s.id] for s in kept],
-    })
+    table = pa.table(
+        {
+            "id": [s.id for s in kept],
+            "writer": [s.writer for s in kept],
+            "split": [s.split for s in kept],
+            "text": [s.text for s in kept],
+            "original_height": [result.sizes[s.id][0] for s in kept],
+            "original_width": [result.sizes[s.id][1] for s in kept],
+            "shard": [result.written[s.id] for s in kept],
+        }
+    )
     pq.write_table(table, path)
 
 

@@ -3,6 +3,7 @@
 The images fan out to worker processes that run imaging.preprocess_bytes, the preprocessing the
 exported model runs too. What to convert was decided beforehand by plan.py.
 """
+
 from __future__ import annotations
 
 import io
@@ -36,8 +37,9 @@ def _init_worker(height: int, width: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-    _preprocess = tf.function(lambda data: imaging.preprocess_bytes(data, height, width),
-                              input_signature=[tf.TensorSpec([], tf.string)])
+    _preprocess = tf.function(
+        lambda data: imaging.preprocess_bytes(data, height, width), input_signature=[tf.TensorSpec([], tf.string)]
+    )
 
 
 def _convert_chunk(chunk: list[tuple[Sample, bytes]]) -> list[tuple[Sample, bytes | None, str | None, tuple[int, int]]]:
@@ -79,15 +81,24 @@ def _chunks(pairs: Iterable[tuple[Sample, bytes]], size: int) -> Iterator[list[t
 
 @dataclass
 class ConversionResult:
-    written: dict[str, str]             # sample id -> shard file name
-    sizes: dict[str, tuple[int, int]]   # sample id -> original (height, width)
+    written: dict[str, str]  # sample id -> shard file name
+    sizes: dict[str, tuple[int, int]]  # sample id -> original (height, width)
     dropped: Counter
     seconds: float
     previews: dict[str, list[tuple[str, np.ndarray]]]  # split -> a few (text, canvas) for the sample grid
 
 
-def convert(archive: Path, samples: list[Sample], shard_counts: dict[str, int], height: int, width: int,
-            out_dir: Path, workers: int = 0, progress: bool = True, previews: int = 16) -> ConversionResult:
+def convert(
+    archive: Path,
+    samples: list[Sample],
+    shard_counts: dict[str, int],
+    height: int,
+    width: int,
+    out_dir: Path,
+    workers: int = 0,
+    progress: bool = True,
+    previews: int = 16,
+) -> ConversionResult:
     """Stream `archive`, preprocess every planned sample with `workers` processes (0 = all cores), write shards."""
     import tensorflow as tf
     from tqdm import tqdm

@@ -3,6 +3,7 @@
 words.txt data lines have 9 fields: `a01-000u-00-00 ok 154 408 768 27 51 AT A`
 (id, ok/err segmentation flag, grey level, x y w h, grammatical tag, transcription).
 """
+
 from __future__ import annotations
 
 import tarfile

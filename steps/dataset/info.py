@@ -3,6 +3,7 @@
 `data_dir` may be a local path or any URI tf.io.gfile reads (s3://, gs://, hdfs://, az:// through
 tensorflow-io), so remote data is described and streamed, never copied.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,14 +20,15 @@ class DatasetError(ValueError):
 @dataclass(frozen=True)
 class DatasetInfo:
     """stats.json and charset.json of a dataset/ folder, typed."""
+
     data_dir: str
     image_height: int
     image_width: int
     max_label_length: int
-    samples: dict[str, int]      # split -> number of samples
-    writers: dict[str, int]      # split -> number of distinct writers
-    shards: dict[str, int]       # split -> number of shard files
-    digest: str                  # content digest of shards + charset: equal digests, same data
+    samples: dict[str, int]  # split -> number of samples
+    writers: dict[str, int]  # split -> number of distinct writers
+    shards: dict[str, int]  # split -> number of shard files
+    digest: str  # content digest of shards + charset: equal digests, same data
     split_method: str
     charset: Charset
 
@@ -41,14 +43,24 @@ class DatasetInfo:
         charset = Charset.from_json(_read_text(data_dir, config.CHARSET_FILE))  # CharsetError if malformed
         try:
             # writers, shards, digest and split method are descriptive: older or hand-made datasets may lack them
-            info = cls(data_dir.rstrip("/"), int(stats["image_height"]), int(stats["image_width"]),
-                       int(stats["max_label_length"]), dict(stats["samples"]), dict(stats.get("writers", {})),
-                       dict(stats.get("shards", {})), str(stats.get("digest", "")), str(stats.get("split_method", "")),
-                       charset)
+            info = cls(
+                data_dir.rstrip("/"),
+                int(stats["image_height"]),
+                int(stats["image_width"]),
+                int(stats["max_label_length"]),
+                dict(stats["samples"]),
+                dict(stats.get("writers", {})),
+                dict(stats.get("shards", {})),
+                str(stats.get("digest", "")),
+                str(stats.get("split_method", "")),
+                charset,
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{config.STATS_FILE} of {data_dir} is incomplete ({e}): preprocess it again") from None
         if info.charset_size != stats.get("charset_size", info.charset_size):
-            raise DatasetError(f"{config.STATS_FILE} and {config.CHARSET_FILE} of {data_dir} disagree on the charset size")
+            raise DatasetError(
+                f"{config.STATS_FILE} and {config.CHARSET_FILE} of {data_dir} disagree on the charset size"
+            )
         return info
 
 

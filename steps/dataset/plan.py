@@ -2,6 +2,7 @@
 
 Every decision is made and counted before a single image is decoded.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,16 +20,17 @@ from steps.workflow import config
 @dataclass(frozen=True)
 class PreprocessConfig:
     """What a preprocess run computes; no defaults here (they are preprocess's MLproject parameters)."""
-    split: str               # writer | random
+
+    split: str  # writer | random
     train_ratio: float
     val_ratio: float
     seed: int
     image_height: int
     image_width: int
     max_label_length: int
-    keep_err: bool           # keep words.txt lines flagged err
+    keep_err: bool  # keep words.txt lines flagged err
     shard_size: int
-    workers: int             # 0 = all cores
+    workers: int  # 0 = all cores
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,9 @@ class Sample:
     shard: int
 
 
-def plan(words: list[Word], writers: dict[str, str], cfg: PreprocessConfig
-         ) -> tuple[list[Sample], Charset, Counter, dict[str, int]]:
+def plan(
+    words: list[Word], writers: dict[str, str], cfg: PreprocessConfig
+) -> tuple[list[Sample], Charset, Counter, dict[str, int]]:
     """Decide which words go where -> (samples, charset, dropped counts by reason, shards per split).
 
     The charset is that of the training split; val/test words with characters outside it are
@@ -86,5 +89,3 @@ def plan(words: list[Word], writers: dict[str, str], cfg: PreprocessConfig
             w = members[i]
             samples.append(Sample(w.id, writer_of[w.id], w.text, name, rank % count))
     return samples, charset, dropped, shard_counts
-
-

@@ -2,6 +2,7 @@
 
 Shared by training, evaluation and the benchmarks; the directory may be any URI tf.io.gfile reads.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -21,8 +22,12 @@ def records(info: DatasetInfo, split: str, shuffle_files: bool = False) -> tf.da
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), reshuffle_each_iteration=True)
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8), num_parallel_calls=AUTOTUNE,
-                       deterministic=not shuffle_files)
+    ds = ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not shuffle_files,
+    )
     ds = ds.map(lambda r: tfrecords.parse(r, info.image_height, info.image_width), num_parallel_calls=AUTOTUNE)
     # A known length lets Keras show progress and size its epochs without a first blind pass.
     return ds.apply(tf.data.experimental.assert_cardinality(info.samples[split]))
@@ -31,9 +36,11 @@ def records(info: DatasetInfo, split: str, shuffle_files: bool = False) -> tf.da
 def label_encoder(chars: Charset, max_length: int):
     """text (scalar string) -> int32 [max_length] class ids (1..n), padded with the blank 0."""
     table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(chars.characters)),
-                                            tf.range(1, len(chars.characters) + 1, dtype=tf.int32)),
-        default_value=-1)
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(chars.characters)), tf.range(1, len(chars.characters) + 1, dtype=tf.int32)
+        ),
+        default_value=-1,
+    )
 
     def encode(text: tf.Tensor) -> tf.Tensor:
         ids = table.lookup(tf.strings.unicode_split(text, "UTF-8"))

@@ -1,4 +1,5 @@
 """Train/val/test splits: writer-independent by default, deterministic for a seed."""
+
 from __future__ import annotations
 
 import random
@@ -10,8 +11,10 @@ SPLIT_METHODS = ("writer", "random")
 
 def check_ratios(train_ratio: float, val_ratio: float) -> None:
     if not (0 < train_ratio < 1 and 0 <= val_ratio < 1 and train_ratio + val_ratio < 1):
-        raise ValueError(f"need 0 < train_ratio, 0 <= val_ratio and train_ratio + val_ratio < 1 "
-                         f"(got {train_ratio} and {val_ratio}); the rest is the test split")
+        raise ValueError(
+            f"need 0 < train_ratio, 0 <= val_ratio and train_ratio + val_ratio < 1 "
+            f"(got {train_ratio} and {val_ratio}); the rest is the test split"
+        )
 
 
 def assign(units: Sequence[str], train_ratio: float, val_ratio: float, seed: int) -> dict[str, str]:

@@ -3,6 +3,7 @@
 One tf.train.Example per word: the preprocessed uint8 canvas as raw bytes (no decode at training
 time), the text, and ids for tracing a sample back to the manifest.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,14 +22,18 @@ def serialize(sample_id: str, writer: str, text: str, canvas: np.ndarray) -> byt
     def _int(v: int) -> tf.train.Feature:
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
 
-    return tf.train.Example(features=tf.train.Features(feature={
-        "id": _bytes(sample_id.encode()),
-        "writer": _bytes(writer.encode()),
-        "text": _bytes(text.encode("utf-8")),
-        "image": _bytes(canvas.tobytes()),
-        "height": _int(canvas.shape[0]),
-        "width": _int(canvas.shape[1]),
-    })).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "id": _bytes(sample_id.encode()),
+                "writer": _bytes(writer.encode()),
+                "text": _bytes(text.encode("utf-8")),
+                "image": _bytes(canvas.tobytes()),
+                "height": _int(canvas.shape[0]),
+                "width": _int(canvas.shape[1]),
+            }
+        )
+    ).SerializeToString()
 
 
 _FEATURES = {

@@ -3,6 +3,7 @@
 Logits are computed once per batch by the exported model; greedy and beam decoding both use ctc.decode,
 the function the exported model runs inside its graph.
 """
+
 from __future__ import annotations
 
 from collections import Counter, defaultdict
@@ -21,12 +22,15 @@ from steps.reports import plots
 GRID_ROWS = 8  # samples per row of worst_and_best.png
 
 
-def predict_split(recognizer: HandwritingModel, info: DatasetInfo, split: str, beam_width: int,
-                  batch_size: int = 64) -> tuple[list[dict], float]:
+def predict_split(
+    recognizer: HandwritingModel, info: DatasetInfo, split: str, beam_width: int, batch_size: int = 64
+) -> tuple[list[dict], float]:
     """Run the exported model over a split -> (one row per sample, mean CTC loss)."""
     if info.charset != recognizer.charset:
-        raise DatasetError("the dataset's charset differs from the model's: evaluate on the data the model "
-                           "was trained for (or a dataset preprocessed with the same charset)")
+        raise DatasetError(
+            "the dataset's charset differs from the model's: evaluate on the data the model "
+            "was trained for (or a dataset preprocessed with the same charset)"
+        )
     encode = reader.label_encoder(info.charset, info.max_label_length)
     rows, losses = [], []
     for batch in reader.records(info, split).batch(batch_size):
@@ -37,10 +41,18 @@ def predict_split(recognizer: HandwritingModel, info: DatasetInfo, split: str, b
         beam, beam_conf = ctc.decode(logits, recognizer.characters, beam_width) if beam_width else (greedy, greedy_conf)
         for i in range(len(greedy)):
             truth, pred = batch["text"][i].numpy().decode(), greedy[i].numpy().decode()
-            rows.append({"id": batch["id"][i].numpy().decode(), "writer": batch["writer"][i].numpy().decode(),
-                         "truth": truth, "prediction": pred, "confidence": float(greedy_conf[i]),
-                         "cer": metrics.edit_distance(truth, pred) / max(len(truth), 1),
-                         "prediction_beam": beam[i].numpy().decode(), "confidence_beam": float(beam_conf[i])})
+            rows.append(
+                {
+                    "id": batch["id"][i].numpy().decode(),
+                    "writer": batch["writer"][i].numpy().decode(),
+                    "truth": truth,
+                    "prediction": pred,
+                    "confidence": float(greedy_conf[i]),
+                    "cer": metrics.edit_distance(truth, pred) / max(len(truth), 1),
+                    "prediction_beam": beam[i].numpy().decode(),
+                    "confidence_beam": float(beam_conf[i]),
+                }
+            )
     return rows, float(np.mean(np.concatenate(losses))) if losses else float("nan")
 
 
@@ -48,9 +60,15 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     truths = [r["truth"] for r in rows]
     greedy = metrics.error_rates(truths, [r["prediction"] for r in rows])
     beam = metrics.error_rates(truths, [r["prediction_beam"] for r in rows])
-    return {"cer": greedy["cer"], "wer": greedy["wer"], "cer_beam": beam["cer"], "wer_beam": beam["wer"],
-            "samples": len(rows), "characters": greedy["chars"],
-            "exact_match": sum(r["truth"] == r["prediction"] for r in rows) / max(len(rows), 1)}
+    return {
+        "cer": greedy["cer"],
+        "wer": greedy["wer"],
+        "cer_beam": beam["cer"],
+        "wer_beam": beam["wer"],
+        "samples": len(rows),
+        "characters": greedy["chars"],
+        "exact_match": sum(r["truth"] == r["prediction"] for r in rows) / max(len(rows), 1),
+    }
 
 
 def worst_and_best(rows: list[dict], count: int = GRID_ROWS) -> tuple[list[dict], list[dict]]:
@@ -79,18 +97,36 @@ def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path) ->
         acc[1] += len(r["truth"])
         confusions.update(f"{a or '∅'}→{b or '∅'}" for a, b in metrics.alignment(r["truth"], r["prediction"]) if a != b)
     lengths = sorted(by_length)
-    plots.bars([str(n) for n in lengths], [by_length[n][0] / max(by_length[n][1], 1) for n in lengths],
-               out / "cer_by_length.png", "CER by word length", "characters in word", "CER")
+    plots.bars(
+        [str(n) for n in lengths],
+        [by_length[n][0] / max(by_length[n][1], 1) for n in lengths],
+        out / "cer_by_length.png",
+        "CER by word length",
+        "characters in word",
+        "CER",
+    )
     top = confusions.most_common(20)
-    plots.bars([k for k, _ in top], [v for _, v in top], out / "confusions.png",
-               "most frequent character errors (truth→prediction, ∅ = none)", "count", "", horizontal=True)
+    plots.bars(
+        [k for k, _ in top],
+        [v for _, v in top],
+        out / "confusions.png",
+        "most frequent character errors (truth→prediction, ∅ = none)",
+        "count",
+        "",
+        horizontal=True,
+    )
     worst, best = worst_and_best(rows)
     missing = [r["id"] for r in worst + best if r["id"] not in canvases]
     assert not missing, f"no canvas for {missing}"
     caption = lambda r: f"{r['truth']} → {r['prediction'] or '∅'} ({r['cer']:.2f})"  # noqa: E731
-    plots.image_rows({f"worst {len(worst)}": [(canvases[r["id"]], caption(r)) for r in worst],
-                      f"best {len(best)}": [(canvases[r["id"]], caption(r)) for r in best]},
-                     out / "worst_and_best.png", "worst and best samples: truth → prediction (CER)")
+    plots.image_rows(
+        {
+            f"worst {len(worst)}": [(canvases[r["id"]], caption(r)) for r in worst],
+            f"best {len(best)}": [(canvases[r["id"]], caption(r)) for r in best],
+        },
+        out / "worst_and_best.png",
+        "worst and best samples: truth → prediction (CER)",
+    )
 
 
 def wanted_ids(rows: list[dict]) -> set[str]:

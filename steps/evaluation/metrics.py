@@ -3,6 +3,7 @@
 Per-sample averages and padded comparisons (the Keras example's metric) overstate or understate errors
 depending on word length, so every figure of the project is this aggregate over a named split.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -28,8 +29,14 @@ def error_rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[st
     chars = sum(len(r) for r in references)
     word_errors = sum(edit_distance(r.split(), h.split()) for r, h in zip(references, hypotheses))
     words = sum(len(r.split()) for r in references)
-    return {"cer": char_errors / max(chars, 1), "wer": word_errors / max(words, 1),
-            "char_errors": char_errors, "chars": chars, "word_errors": word_errors, "words": words}
+    return {
+        "cer": char_errors / max(chars, 1),
+        "wer": word_errors / max(words, 1),
+        "char_errors": char_errors,
+        "chars": chars,
+        "word_errors": word_errors,
+        "words": words,
+    }
 
 
 def alignment(reference: str, hypothesis: str) -> list[tuple[str, str]]:
@@ -42,8 +49,9 @@ def alignment(reference: str, hypothesis: str) -> list[tuple[str, str]]:
         cost[0][j] = j
     for i in range(1, n + 1):
         for j in range(1, m + 1):
-            cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1,
-                             cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]))
+            cost[i][j] = min(
+                cost[i - 1][j] + 1, cost[i][j - 1] + 1, cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1])
+            )
     pairs, i, j = [], n, m
     while i or j:
         if i and j and cost[i][j] == cost[i - 1][j - 1] + (reference[i - 1] != hypothesis[j - 1]):

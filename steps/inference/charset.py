@@ -4,6 +4,7 @@ Index 0 is the CTC blank (Keras' ctc_loss/ctc_decode use mask_index=0); characte
 sorted order. The file, not a re-derivation, is the truth: re-sorting a vocabulary after reload is
 what broke the Keras example (keras-io PR 915), so a mismatch is an error, never a fallback.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,9 @@ class Charset:
         return "".join(self.characters[i - 1] for i in ids if 0 < i <= len(self.characters))
 
     def to_json(self) -> str:
-        return json.dumps({"characters": list(self.characters), "blank_index": BLANK_INDEX}, ensure_ascii=False, indent=1)
+        return json.dumps(
+            {"characters": list(self.characters), "blank_index": BLANK_INDEX}, ensure_ascii=False, indent=1
+        )
 
     @classmethod
     def from_json(cls, text: str) -> "Charset":
@@ -56,7 +59,12 @@ class Charset:
             blank = doc.get("blank_index", BLANK_INDEX)
         except (ValueError, KeyError, TypeError) as e:
             raise CharsetError(f"malformed charset file: {e}") from None
-        if blank != BLANK_INDEX or not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars) or len(set(chars)) != len(chars):
+        if (
+            blank != BLANK_INDEX
+            or not isinstance(chars, list)
+            or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+            or len(set(chars)) != len(chars)
+        ):
             raise CharsetError("charset file must list distinct single characters with blank_index 0")
         return cls(tuple(chars))
 

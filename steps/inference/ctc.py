@@ -1,4 +1,5 @@
 """CTC: the loss that trains the model and the decoding (logits -> text, confidence) that the exported model runs."""
+
 from __future__ import annotations
 
 import keras
@@ -18,8 +19,9 @@ def decode(logits: tf.Tensor, characters: tf.Tensor, beam_width: int = 0) -> tup
     batch, steps = tf.shape(log_probs)[0], tf.shape(log_probs)[1]
     lengths = tf.fill([batch], steps)
     if beam_width > 0:
-        decoded, scores = keras.ops.ctc_decode(log_probs, lengths, strategy="beam_search", beam_width=beam_width,
-                                               top_paths=1, mask_index=BLANK_INDEX)
+        decoded, scores = keras.ops.ctc_decode(
+            log_probs, lengths, strategy="beam_search", beam_width=beam_width, top_paths=1, mask_index=BLANK_INDEX
+        )
         path_log_prob = scores[:, 0]
     else:
         decoded, scores = keras.ops.ctc_decode(log_probs, lengths, strategy="greedy", mask_index=BLANK_INDEX)

@@ -10,6 +10,7 @@ The canvas is uint8, ink high (255 = darkest ink) and paper 0, so zero padding i
 Rounding to uint8 before the model sees it makes the stored TFRecord image and the image that the
 exported model computes from the same bytes bit-identical.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -95,17 +96,18 @@ def _flatten_to_gray(image: tf.Tensor) -> tf.Tensor:
     has_alpha = tf.equal(channels % 2, 0)
     alpha = tf.cond(has_alpha, lambda: x[..., -1:] / 255.0, lambda: tf.ones_like(x[..., :1]))
     colour = tf.cond(has_alpha, lambda: x[..., :-1], lambda: x)
-    gray = tf.cond(tf.shape(colour)[-1] >= 3,
-                   lambda: tf.image.rgb_to_grayscale(colour[..., :3]),
-                   lambda: colour[..., :1])
+    gray = tf.cond(
+        tf.shape(colour)[-1] >= 3, lambda: tf.image.rgb_to_grayscale(colour[..., :3]), lambda: colour[..., :1]
+    )
     gray = gray * alpha + 255.0 * (1.0 - alpha)
     return tf.cast(tf.clip_by_value(tf.round(gray), 0.0, 255.0), tf.uint8)
 
 
 def decode_grayscale(data: tf.Tensor) -> tf.Tensor:
     """Encoded image bytes (scalar string) -> uint8 [H, W, 1]; first frame of a GIF; TIFF via tensorflow-io."""
-    is_tiff = tf.logical_or(tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[0],
-                            tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[1])
+    is_tiff = tf.logical_or(
+        tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[0], tf.strings.substr(data, 0, 4) == _TIFF_MAGIC[1]
+    )
     image = tf.cond(
         is_tiff,
         lambda: _decode_tiff(data),

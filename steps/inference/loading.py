@@ -3,6 +3,7 @@
 The URI is checked first with MLflow alone (it reads only the MLmodel file), so a typo fails in a
 couple of seconds instead of after TensorFlow has been imported.
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -29,6 +30,7 @@ def load(model_uri: str) -> HandwritingModel:
     except CharsetError as e:
         raise ModelLoadError(f"cannot use model {model_uri!r}: {e}") from None
     if not isinstance(model, HandwritingModel):
-        raise ModelLoadError(f"{model_uri!r} is not a handwriting recognition model (it holds a "
-                             f"{type(model).__name__})")
+        raise ModelLoadError(
+            f"{model_uri!r} is not a handwriting recognition model (it holds a {type(model).__name__})"
+        )
     return model

@@ -6,6 +6,7 @@ ctc.decode (see steps/training/export.py), and charset.json. serve, infer, evalu
 `mlflow models serve` all run it, so they run exactly the preprocessing and decoding that training used.
 Loading checks that the embedded charset and charset.json agree.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,7 @@ import tensorflow as tf
 from steps.inference import ctc, imaging
 from steps.inference.charset import Charset, CharsetError
 
-SAVED_MODEL = "saved_model"   # names of the pyfunc model's artifacts
+SAVED_MODEL = "saved_model"  # names of the pyfunc model's artifacts
 CHARSET = "charset.json"
 DEFAULT_MAX_PIXELS = imaging.DEFAULT_MAX_PIXELS
 
@@ -40,8 +41,10 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         self.charset = Charset.load(charset_path)
         embedded = tuple(c.decode("utf-8") for c in self.module.charset().numpy())
         if embedded != self.charset.characters:
-            raise CharsetError(f"charset.json ({len(self.charset.characters)} characters) does not match the "
-                               f"charset the model was trained with ({len(embedded)}): refusing to decode with it")
+            raise CharsetError(
+                f"charset.json ({len(self.charset.characters)} characters) does not match the "
+                f"charset the model was trained with ({len(embedded)}): refusing to decode with it"
+            )
         self.characters = tf.constant(list(self.charset.characters), tf.string)
 
     def canvas(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -52,8 +55,9 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             raise imaging.CorruptImage(f"corrupt {fmt} image") from None
 
-    def canvases(self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
-                 ) -> list[np.ndarray | imaging.ImageError]:
+    def canvases(
+        self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> list[np.ndarray | imaging.ImageError]:
         """One canvas per image, or its ImageError: a bad image never fails the others."""
         out: list[np.ndarray | imaging.ImageError] = []
         for data in images:
@@ -72,8 +76,9 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
             texts, conf = out["text"], out["confidence"]
         return [(t.decode("utf-8"), float(c)) for t, c in zip(texts.numpy(), conf.numpy())]
 
-    def recognize(self, images: Sequence[bytes], beam_width: int = 0,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[dict]:
+    def recognize(
+        self, images: Sequence[bytes], beam_width: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> list[dict]:
         """Encoded images -> [{"text", "confidence"} or {"error"}], one entry per image, bad ones isolated."""
         prepared = self.canvases(images, max_pixels)
         good = [i for i, c in enumerate(prepared) if not isinstance(c, imaging.ImageError)]

@@ -1,9 +1,10 @@
 """The quality gate: does a newly evaluated model take the alias? A pure decision with a reason for every branch."""
+
 from __future__ import annotations
 
 import math
 
-METRIC = "test_cer"           # the figure the gate compares (logged by evaluate on the test split)
+METRIC = "test_cer"  # the figure the gate compares (logged by evaluate on the test split)
 
 
 def decide(new_cer: float, champion_cer: float | None) -> tuple[bool, str]:

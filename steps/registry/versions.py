@@ -1,4 +1,5 @@
 """Registry calls around the gate: which evaluation a model has, who holds the alias and with what figure."""
+
 from __future__ import annotations
 
 import math
@@ -11,18 +12,23 @@ from mlflow.tracking import MlflowClient
 from steps.registry.gate import METRIC
 from steps.workflow import runs
 
-TAG_CER = "hwr.test_cer"      # version tag holding the gate's figure, read back when the version holds the alias
+TAG_CER = "hwr.test_cer"  # version tag holding the gate's figure, read back when the version holds the alias
 
 
 def evaluation_of(model_uri: str, experiment_id: str) -> Run:
     """The newest finished evaluate run of `model_uri` ("" = of any model) with a test CER, in the experiment."""
-    run = runs.find_run("evaluate", tags={"hwr.model_uri": model_uri} if model_uri else None,
-                        require=lambda r: METRIC in r.data.metrics, experiment_id=experiment_id)
+    run = runs.find_run(
+        "evaluate",
+        tags={"hwr.model_uri": model_uri} if model_uri else None,
+        require=lambda r: METRIC in r.data.metrics,
+        experiment_id=experiment_id,
+    )
     if run is None:
         which = f"of {model_uri}" if model_uri else "of any model"
         raise runs.UpstreamNotFound(
             f"no finished evaluate run {which} with a {METRIC} metric in this experiment: run evaluate first "
-            f"(mlflow run . -e evaluate --env-manager local -P model_uri={model_uri or '<model URI>'})")
+            f"(mlflow run . -e evaluate --env-manager local -P model_uri={model_uri or '<model URI>'})"
+        )
     return run
 
 

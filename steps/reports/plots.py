@@ -1,4 +1,5 @@
 """Plots logged as artifacts: sample grids, learning curves, error analysis. matplotlib, headless."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,16 +38,28 @@ def image_grid(items: Sequence[tuple[np.ndarray, str]], path: Path, title: str, 
 
 def image_rows(groups: dict[str, Sequence[tuple[np.ndarray, str]]], path: Path, title: str, columns: int = 4) -> Path:
     """Save named groups of captioned canvases, each group starting on a new row under its own label."""
-    layout = [(name, list(items[i:i + columns])) for name, items in groups.items()
-              for i in range(0, max(len(items), 1), columns)]
+    layout = [
+        (name, list(items[i : i + columns]))
+        for name, items in groups.items()
+        for i in range(0, max(len(items), 1), columns)
+    ]
     fig, axes = plt.subplots(len(layout), columns, figsize=(columns * 3, len(layout) * 1.2 + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     previous = None
     for row, (name, items) in zip(axes, layout):
         if name != previous:
-            row[0].text(-0.08, 0.5, name, transform=row[0].transAxes, rotation=90, va="center", ha="right",
-                        fontsize=10, fontweight="bold")
+            row[0].text(
+                -0.08,
+                0.5,
+                name,
+                transform=row[0].transAxes,
+                rotation=90,
+                va="center",
+                ha="right",
+                fontsize=10,
+                fontweight="bold",
+            )
             previous = name
         if not items:
             row[0].text(0.0, 0.5, "(none)", transform=row[0].transAxes, fontsize=9)
@@ -78,8 +91,15 @@ def histogram(values: Sequence[float], path: Path, title: str, xlabel: str, bins
     return _save(fig, path)
 
 
-def bars(labels: Sequence[str], values: Sequence[float], path: Path, title: str, xlabel: str, ylabel: str,
-         horizontal: bool = False) -> Path:
+def bars(
+    labels: Sequence[str],
+    values: Sequence[float],
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    horizontal: bool = False,
+) -> Path:
     fig, ax = plt.subplots(figsize=(7, max(4, 0.3 * len(labels))) if horizontal else (7, 4))
     if horizontal:
         ax.barh(list(labels)[::-1], list(values)[::-1], color="indianred")

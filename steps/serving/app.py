@@ -4,6 +4,7 @@ Errors are JSON {"error": ..., "status": ...} with a 4xx code naming the problem
 client (it is logged). The model does all preprocessing and decoding; the app moves bytes in and JSON out
 and lets the MicroBatcher merge concurrent requests into one model call.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -21,15 +22,15 @@ from steps.serving.parsing import ClientError, parse_request
 
 log = logging.getLogger("hwr.serve")
 
-MAX_CONTENT_LENGTH = 10 * 1024 * 1024   # bytes per request; larger requests get 413 before any decoding
-RESULT_TIMEOUT_S = 120.0                # a request gives up (503) if its batch has not run by then
+MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # bytes per request; larger requests get 413 before any decoding
+RESULT_TIMEOUT_S = 120.0  # a request gives up (503) if its batch has not run by then
 PAGE = resources.files("steps.serving").joinpath("page.html").read_text(encoding="utf-8")
 # What a client is told for each way an image can be unusable.
 IMAGE_ERROR_STATUS = {
-    imaging.EmptyImage: 400,         # nothing was uploaded
+    imaging.EmptyImage: 400,  # nothing was uploaded
     imaging.UnsupportedFormat: 415,  # not an image format we read
-    imaging.ImageTooLarge: 413,      # pixel limit: a decompression bomb or a huge scan
-    imaging.CorruptImage: 422,       # a supported format, but undecodable
+    imaging.ImageTooLarge: 413,  # pixel limit: a decompression bomb or a huge scan
+    imaging.CorruptImage: 422,  # a supported format, but undecodable
 }
 
 
@@ -38,8 +39,15 @@ def describe(model_uri: str, model) -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    info: dict[str, Any] = {"model_uri": model_uri, "name": None, "version": None, "alias": None,
-                            "run_id": None, "model_id": None, "charset_size": len(model.charset.characters)}
+    info: dict[str, Any] = {
+        "model_uri": model_uri,
+        "name": None,
+        "version": None,
+        "alias": None,
+        "run_id": None,
+        "model_id": None,
+        "charset_size": len(model.charset.characters),
+    }
     registered = re.match(r"^models:/([^/@]+)(?:@([^/]+)|/([^/]+))/?$", model_uri)
     if registered and not registered.group(1).startswith("m-"):
         name, alias, version = registered.groups()
@@ -51,10 +59,11 @@ def describe(model_uri: str, model) -> dict:
                 mv = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
             else:
                 mv = client.get_model_version(name, version)
-            info.update(name=mv.name, version=mv.version, alias=alias, run_id=mv.run_id,
-                        model_id=getattr(mv, "model_id", None))
+            info.update(
+                name=mv.name, version=mv.version, alias=alias, run_id=mv.run_id, model_id=getattr(mv, "model_id", None)
+            )
             if not info["model_id"] and (mv.source or "").startswith("models:/m-"):
-                info["model_id"] = mv.source[len("models:/"):]
+                info["model_id"] = mv.source[len("models:/") :]
         except Exception as e:  # the model loaded, so this is cosmetic: report, don't fail
             log.warning("cannot resolve %s in the registry: %s", model_uri, e)
     try:
@@ -66,9 +75,14 @@ def describe(model_uri: str, model) -> dict:
     return info
 
 
-def create_app(model: HandwritingModel, model_info: dict, max_batch: int,
-               max_content_length: int = MAX_CONTENT_LENGTH, max_pixels: int | None = None,
-               max_wait_ms: float = MAX_WAIT_MS):
+def create_app(
+    model: HandwritingModel,
+    model_info: dict,
+    max_batch: int,
+    max_content_length: int = MAX_CONTENT_LENGTH,
+    max_pixels: int | None = None,
+    max_wait_ms: float = MAX_WAIT_MS,
+):
     """The Flask app serving `model` (an exported.HandwritingModel); starts its batcher thread.
 
     `model_info` is what GET /version returns. `max_pixels` defaults to the model's own limit.
@@ -99,9 +113,11 @@ def create_app(model: HandwritingModel, model_info: dict, max_batch: int,
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
-        messages = {404: f"no such path {flask.request.path!r}: use POST /predict, GET /health, GET /version or GET /",
-                    405: f"{flask.request.method} is not allowed on {flask.request.path}",
-                    413: f"request larger than the limit of {max_content_length} bytes"}
+        messages = {
+            404: f"no such path {flask.request.path!r}: use POST /predict, GET /health, GET /version or GET /",
+            405: f"{flask.request.method} is not allowed on {flask.request.path}",
+            413: f"request larger than the limit of {max_content_length} bytes",
+        }
         headers = {"Allow": ", ".join(e.valid_methods)} if getattr(e, "valid_methods", None) else None
         return error(e.code or 500, messages.get(e.code, e.description or e.name), headers)
 

@@ -2,6 +2,7 @@
 
 One background thread owns the model call; request threads submit canvases and wait on futures.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -13,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-MAX_WAIT_MS = 5.0                       # longest a batch waits for more images from requests being prepared
+MAX_WAIT_MS = 5.0  # longest a batch waits for more images from requests being prepared
 
 
 @dataclasses.dataclass
@@ -34,8 +35,12 @@ class MicroBatcher:
     Greedy and beam items never share a call, since the decoder differs.
     """
 
-    def __init__(self, recognize: Callable[[np.ndarray, int], Sequence[tuple[str, float]]], max_batch: int,
-                 max_wait_ms: float = MAX_WAIT_MS):
+    def __init__(
+        self,
+        recognize: Callable[[np.ndarray, int], Sequence[tuple[str, float]]],
+        max_batch: int,
+        max_wait_ms: float = MAX_WAIT_MS,
+    ):
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._recognize = recognize
@@ -45,7 +50,7 @@ class MicroBatcher:
         self._pending: list[_Item] = []
         self._preparing = 0
         self._closed = False
-        self.batches = 0       # model calls and images so far (tests and debugging read them)
+        self.batches = 0  # model calls and images so far (tests and debugging read them)
         self.images = 0
         self._thread = threading.Thread(target=self._run, name="hwr-batcher", daemon=True)
         self._thread.start()

@@ -3,6 +3,7 @@
 Forms: a multipart file `image` (or several `image`/`images`), a form field holding base64, a JSON body
 {"image": b64} or {"images": [b64, ...]}, or a raw image body. Problems are ClientErrors with their status.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,7 @@ from typing import Any
 
 from steps.inference import imaging
 
-MAX_BEAM_WIDTH = 100                    # beam search cost grows with the width: bound what a client may ask
+MAX_BEAM_WIDTH = 100  # beam search cost grows with the width: bound what a client may ask
 # JSON and form fields are text: images arrive base64 encoded, optionally as a data: URL from a browser.
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,", re.IGNORECASE)
 _WHITESPACE = re.compile(r"[\r\n\t ]")
@@ -27,7 +28,6 @@ class ClientError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
 
 
 def decode_base64(text: str, what: str) -> bytes:
@@ -43,8 +43,9 @@ def decode_base64(text: str, what: str) -> bytes:
     try:
         return base64.b64decode(cleaned, altchars=altchars, validate=True)
     except (binascii.Error, ValueError):
-        raise ClientError(400, f"{what} is not valid base64 (send the image file itself as a multipart "
-                              f"file, or its base64 encoding)") from None
+        raise ClientError(
+            400, f"{what} is not valid base64 (send the image file itself as a multipart file, or its base64 encoding)"
+        ) from None
 
 
 def parse_beam_width(value: Any) -> int:
@@ -64,14 +65,16 @@ def parse_beam_width(value: Any) -> int:
 
 @dataclasses.dataclass
 class Parsed:
-    images: list[bytes | ClientError]   # a batch entry that could not be decoded keeps its error
-    batch: bool           # answer {"predictions": [...]} rather than one {"text", "confidence"}
+    images: list[bytes | ClientError]  # a batch entry that could not be decoded keeps its error
+    batch: bool  # answer {"predictions": [...]} rather than one {"text", "confidence"}
     beam_width: int
 
 
-MISSING = ("no image in the request: send a multipart file field 'image' (curl -F \"image=@word.png\"), "
-           "a form field 'image' holding base64, a JSON body {\"image\": \"<base64>\"}, or a batch "
-           "{\"images\": [\"<base64>\", ...]}")
+MISSING = (
+    "no image in the request: send a multipart file field 'image' (curl -F \"image=@word.png\"), "
+    'a form field \'image\' holding base64, a JSON body {"image": "<base64>"}, or a batch '
+    '{"images": ["<base64>", ...]}'
+)
 
 
 def _entry(text: Any, what: str) -> bytes | ClientError:
@@ -85,7 +88,7 @@ def _entry(text: Any, what: str) -> bytes | ClientError:
 def parse_json(body: Any, beam: Any) -> Parsed:
     """A parsed JSON body {"image": b64} or {"images": [b64, ...]} (+ optional beam_width) -> Parsed."""
     if not isinstance(body, dict):
-        raise ClientError(400, "the JSON body must be an object like {\"image\": \"<base64>\"}")
+        raise ClientError(400, 'the JSON body must be an object like {"image": "<base64>"}')
     if "beam_width" in body:
         beam = body["beam_width"]
     if "images" in body:
@@ -138,6 +141,9 @@ def parse_request(request) -> Parsed:
         return Parsed([request.get_data(cache=True)], False, parse_beam_width(beam))
     if not request.content_length:
         raise ClientError(400, MISSING)
-    what = (f"Content-Type {content_type!r} is not supported" if content_type
-            else "the body is not JSON, a form or an image")
+    what = (
+        f"Content-Type {content_type!r} is not supported"
+        if content_type
+        else "the body is not JSON, a form or an image"
+    )
     raise ClientError(415, f"{what}: send multipart/form-data, application/json or an image/* body")

@@ -1,4 +1,5 @@
 """Running the app: waitress (a production WSGI server) and a warm-up call so the first request is not slow."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,14 @@ def serve(app, host: str, port: int, threads: int) -> None:
 
     # waitress buffers each body before the app sees it; let Flask (JSON 413) judge sizes up to twice
     # its limit and have waitress refuse anything beyond, so a huge upload is never read to the end.
-    waitress.serve(app, host=host, port=port, threads=threads, ident="hwr-serve",
-                   max_request_body_size=2 * app.config["MAX_CONTENT_LENGTH"])
+    waitress.serve(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        ident="hwr-serve",
+        max_request_body_size=2 * app.config["MAX_CONTENT_LENGTH"],
+    )
 
 
 def warm_up(model) -> None:

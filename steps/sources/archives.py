@@ -3,6 +3,7 @@
 Members with absolute paths, `..`, links or special files are refused before anything is written; only
 the files the raw layout needs are extracted, under fixed names.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,11 +21,12 @@ from steps.workflow import config
 
 ZIP_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
-ASCII_ARCHIVE = "ascii.tgz"          # official IAM: words.txt and forms.txt live in here
+ASCII_ARCHIVE = "ascii.tgz"  # official IAM: words.txt and forms.txt live in here
 CHUNK = 1 << 20
 
 
 # ---------------------------------------------------------------- archive checks
+
 
 def sniff(path: Path, shown: str) -> str:
     """'zip' or 'gzip' from the magic bytes; anything else (typically an HTML page) is an error."""
@@ -39,7 +41,8 @@ def sniff(path: Path, shown: str) -> str:
         raise DownloadError(
             f"{shown} is an HTML page, not an archive. The IAM server answers with an HTML (login) page "
             f"when IAM_USER/IAM_PASSWORD are missing or wrong ({auth_hint(False)}); otherwise the URL "
-            "points at a web page rather than the file itself.")
+            "points at a web page rather than the file itself."
+        )
     if not head:
         raise DownloadError(f"{shown} is empty: delete it or check the source.")
     raise DownloadError(f"{shown} is not a zip or gzip archive (it starts with {head[:16]!r}): check the source.")
@@ -55,8 +58,10 @@ def _unsafe(name: str) -> str | None:
 
 
 def _refuse(shown: str, member: str, why: str) -> DownloadError:
-    return DownloadError(f"{shown}: refusing unsafe archive member {member!r} ({why}). "
-                         "The archive is not a genuine IAM archive: get it from the official site or the mirror.")
+    return DownloadError(
+        f"{shown}: refusing unsafe archive member {member!r} ({why}). "
+        "The archive is not a genuine IAM archive: get it from the official site or the mirror."
+    )
 
 
 def _corrupt(shown: str, error: Exception) -> CorruptArchive:
@@ -116,8 +121,10 @@ def extract_from_ascii(path: Path, out_dir: Path, shown: str) -> None:
 
 
 def missing_words_txt(shown: str) -> DownloadError:
-    return DownloadError(f"{shown} has no {config.WORDS_TXT}: the source must provide it (in the mirror zip, "
-                         f"in {ASCII_ARCHIVE}, or beside {config.WORDS_ARCHIVE} in a directory).")
+    return DownloadError(
+        f"{shown} has no {config.WORDS_TXT}: the source must provide it (in the mirror zip, "
+        f"in {ASCII_ARCHIVE}, or beside {config.WORDS_ARCHIVE} in a directory)."
+    )
 
 
 def extract_from_zip(path: Path, out_dir: Path, shown: str) -> None:
@@ -157,5 +164,3 @@ def place(src: Path, dest: Path) -> None:
         os.link(src, dest)
     except OSError:
         shutil.copyfile(src, dest)
-
-

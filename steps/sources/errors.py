@@ -1,4 +1,5 @@
 """The errors of the sources package: each message tells the user what to do."""
+
 from __future__ import annotations
 
 
@@ -16,8 +17,10 @@ IAM_REGISTER_URL = "https://fki.tic.heia-fr.ch/register"
 def auth_hint(sent: bool) -> str:
     if sent:
         return "IAM_USER/IAM_PASSWORD were sent and refused: check them"
-    return (f"the official IAM archives need an account: register at {IAM_REGISTER_URL}, "
-            "then set IAM_USER and IAM_PASSWORD in the environment")
+    return (
+        f"the official IAM archives need an account: register at {IAM_REGISTER_URL}, "
+        "then set IAM_USER and IAM_PASSWORD in the environment"
+    )
 
 
 def describe(error: Exception) -> str:

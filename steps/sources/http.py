@@ -3,6 +3,7 @@
 Pure functions, no MLflow. Every failure is a `DownloadError` whose message says what to do. Messages
 and records only ever contain `redact()`ed URLs, so credentials never reach logs, params or artifacts.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,19 +34,26 @@ CHUNK = 1 << 20
 @dataclass(frozen=True)
 class Fetched:
     """A fetched file: where it is locally, its digest and size, and what the network had to carry."""
-    source: str          # redacted URL or local path
+
+    source: str  # redacted URL or local path
     path: Path
     sha256: str
     bytes: int
-    downloaded: int      # bytes transferred in this call (0 for a cache hit or a local file)
+    downloaded: int  # bytes transferred in this call (0 for a cache hit or a local file)
     cached: bool
 
     def record(self) -> dict:
-        return {"source": self.source, "sha256": self.sha256, "bytes": self.bytes,
-                "downloaded": self.downloaded, "cached": self.cached}
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "downloaded": self.downloaded,
+            "cached": self.cached,
+        }
 
 
 # ---------------------------------------------------------------- sources and URLs
+
 
 def is_remote(source: str) -> bool:
     """True for http(s) URLs; file:// URLs and plain paths are local."""
@@ -92,13 +100,15 @@ def parse_sha256(value: str) -> dict[str, str]:
         name, _, digest = item.rpartition("=")
         digest = digest.strip().lower()
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise DownloadError(f"sha256 {item!r} is not a 64-digit hex digest "
-                                "(give <hex> or words.tgz=<hex>,ascii.tgz=<hex>)")
+            raise DownloadError(
+                f"sha256 {item!r} is not a 64-digit hex digest (give <hex> or words.tgz=<hex>,ascii.tgz=<hex>)"
+            )
         out[name.strip()] = digest
     return out
 
 
 # ---------------------------------------------------------------- HTTP
+
 
 def _lock(directory: Path):
     f = open(directory / ".lock", "w")
@@ -107,8 +117,17 @@ def _lock(directory: Path):
     return f
 
 
-def fetch_url(url: str, cache_dir: Path, *, auth: tuple[str, str] | None = None, sha256: str = "",
-              retries: int = 5, backoff: float = 1.0, timeout: float = 60.0, progress: bool = True) -> Fetched:
+def fetch_url(
+    url: str,
+    cache_dir: Path,
+    *,
+    auth: tuple[str, str] | None = None,
+    sha256: str = "",
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Fetched:
     """Download `url` into the cache (or take it from there) and return it.
 
     The file streams into `<name>.part`, which a later call resumes with an HTTP Range request, and
@@ -137,14 +156,17 @@ def fetch_url(url: str, cache_dir: Path, *, auth: tuple[str, str] | None = None,
         digest = sha256_file(part)
         if sha256 and digest != sha256:
             part.unlink()
-            raise DownloadError(f"sha256 mismatch for {shown}: expected {sha256}, got {digest}. The download "
-                                "was deleted; rerun to fetch it again, or correct -P sha256.")
+            raise DownloadError(
+                f"sha256 mismatch for {shown}: expected {sha256}, got {digest}. The download "
+                "was deleted; rerun to fetch it again, or correct -P sha256."
+            )
         os.replace(part, final)
         return Fetched(shown, final, digest, final.stat().st_size, downloaded, False)
 
 
-def _download(url: str, shown: str, part: Path, auth, retries: int, backoff: float, timeout: float,
-              progress: bool) -> int:
+def _download(
+    url: str, shown: str, part: Path, auth, retries: int, backoff: float, timeout: float, progress: bool
+) -> int:
     """Complete `part` from `url`; returns the bytes transferred."""
     transferred, failures = 0, 0
     with requests.Session() as session:
@@ -169,9 +191,19 @@ def _download(url: str, shown: str, part: Path, auth, retries: int, backoff: flo
                         offset = 0  # the server ignored the Range: the body is the whole file
                     length = r.headers.get("Content-Length")
                     total = offset + int(length) if length and length.isdigit() else None
-                    with open(part, "r+b" if offset else "wb") as f, tqdm(
-                            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc=part.name[:-5], disable=not progress or None, leave=False) as bar:
+                    with (
+                        open(part, "r+b" if offset else "wb") as f,
+                        tqdm(
+                            total=total,
+                            initial=offset,
+                            unit="B",
+                            unit_scale=True,
+                            unit_divisor=1024,
+                            desc=part.name[:-5],
+                            disable=not progress or None,
+                            leave=False,
+                        ) as bar,
+                    ):
                         f.seek(offset)
                         f.truncate()
                         # read1 hands over whatever has arrived, so a dropped connection loses nothing
@@ -192,8 +224,10 @@ def _download(url: str, shown: str, part: Path, auth, retries: int, backoff: flo
             if failures >= retries:
                 kept = part.stat().st_size if part.exists() else 0
                 resume = f": the {kept} bytes received are kept in {part} and will be resumed" if kept else ""
-                raise DownloadError(f"could not download {shown} ({failures} attempts in a row failed: "
-                                    f"{describe(error)}). Check the network and rerun{resume}.") from None
+                raise DownloadError(
+                    f"could not download {shown} ({failures} attempts in a row failed: "
+                    f"{describe(error)}). Check the network and rerun{resume}."
+                ) from None
             time.sleep(min(backoff * 2 ** max(failures - 1, 0), 60))
 
 
@@ -214,8 +248,8 @@ def _check_status(r: requests.Response, shown: str, auth_sent: bool) -> None:
     if code in (401, 403):
         raise DownloadError(f"access to {shown} was denied (HTTP {code}): {auth_hint(auth_sent)}.")
     if code == 404:
-        raise DownloadError(f"{shown} was not found (HTTP 404): check the source URL (an official-layout "
-                            f"source is the directory URL holding {config.WORDS_ARCHIVE} and {archives.ASCII_ARCHIVE}).")
+        raise DownloadError(
+            f"{shown} was not found (HTTP 404): check the source URL (an official-layout "
+            f"source is the directory URL holding {config.WORDS_ARCHIVE} and {archives.ASCII_ARCHIVE})."
+        )
     raise DownloadError(f"{shown} answered HTTP {code} {r.reason}: check the source URL.")
-
-

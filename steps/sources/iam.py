@@ -3,6 +3,7 @@ all written into the canonical raw layout (`words.txt` + `words.tgz`, plus `form
 
 Pure functions, no MLflow (steps/download.py does the wiring).
 """
+
 from __future__ import annotations
 
 import time
@@ -18,6 +19,7 @@ from steps.workflow import config
 
 # ---------------------------------------------------------------- the raw layout
 
+
 def describe_raw(out_dir: Path, origin: str = "") -> dict:
     """Validate a canonical raw dir (words.txt + words.tgz) and count what it holds.
 
@@ -30,26 +32,39 @@ def describe_raw(out_dir: Path, origin: str = "") -> dict:
     with open(words_txt, encoding="utf-8", errors="replace") as f:
         words, malformed = iam_format.parse_words(f)
     if not words:
-        raise DownloadError(f"{config.WORDS_TXT} has no word lines (id ok|err grey x y w h tag text): "
-                            "it is not IAM's words.txt.")
-    images = archives.scan_words_archive(archive, f"{config.WORDS_ARCHIVE} from {origin}" if origin else config.WORDS_ARCHIVE)
+        raise DownloadError(
+            f"{config.WORDS_TXT} has no word lines (id ok|err grey x y w h tag text): it is not IAM's words.txt."
+        )
+    images = archives.scan_words_archive(
+        archive, f"{config.WORDS_ARCHIVE} from {origin}" if origin else config.WORDS_ARCHIVE
+    )
     ids = {iam_format.member_id(n) for n in images}
     matched = sum(w.id in ids for w in words)
     if matched == 0:
-        raise DownloadError(f"no word of {config.WORDS_TXT} has an image in {config.WORDS_ARCHIVE} "
-                            f"(first image: {images[0]}): the two files do not belong together.")
+        raise DownloadError(
+            f"no word of {config.WORDS_TXT} has an image in {config.WORDS_ARCHIVE} "
+            f"(first image: {images[0]}): the two files do not belong together."
+        )
     ok = sum(w.ok for w in words)
     present = [p for p in (words_txt, archive, out_dir / config.FORMS_TXT) if p.exists()]
-    return {"words": len(words), "words_ok": ok, "words_err": len(words) - ok, "malformed_lines": len(malformed),
-            "images": len(images), "words_without_image": len(words) - matched,
-            "raw_files": {p.name: {"sha256": http.sha256_file(p), "bytes": p.stat().st_size} for p in present}}
+    return {
+        "words": len(words),
+        "words_ok": ok,
+        "words_err": len(words) - ok,
+        "malformed_lines": len(malformed),
+        "images": len(images),
+        "words_without_image": len(words) - matched,
+        "raw_files": {p.name: {"sha256": http.sha256_file(p), "bytes": p.stat().st_size} for p in present},
+    }
 
 
 def _local(source: str) -> Fetched:
     path = http.local_path(source)
     if not path.exists():
-        raise DownloadError(f"{source} does not exist: give a URL, a local zip, or a directory holding "
-                            f"{config.WORDS_ARCHIVE} with {config.WORDS_TXT} or {ASCII_ARCHIVE}.")
+        raise DownloadError(
+            f"{source} does not exist: give a URL, a local zip, or a directory holding "
+            f"{config.WORDS_ARCHIVE} with {config.WORDS_TXT} or {ASCII_ARCHIVE}."
+        )
     return Fetched(str(path), path, http.sha256_file(path), path.stat().st_size, 0, False)
 
 
@@ -73,22 +88,34 @@ def resolve_source(source: str) -> tuple[str, dict[str, str]]:
         return "official", {n: urllib.parse.urljoin(base, n) for n in (config.WORDS_ARCHIVE, ASCII_ARCHIVE)}
     scheme = urllib.parse.urlsplit(source).scheme
     if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive
-        raise DownloadError(f"{http.redact(source)}: unsupported URL scheme {scheme!r} (use http(s)://, file:// or a path)")
+        raise DownloadError(
+            f"{http.redact(source)}: unsupported URL scheme {scheme!r} (use http(s)://, file:// or a path)"
+        )
     path = http.local_path(source)
     if not path.is_dir():
         return "zip", {"": str(path)}
     if not (path / config.WORDS_ARCHIVE).exists():
-        raise DownloadError(f"{path} has no {config.WORDS_ARCHIVE}: give a directory holding "
-                            f"{config.WORDS_ARCHIVE} with {config.WORDS_TXT} or {ASCII_ARCHIVE}.")
+        raise DownloadError(
+            f"{path} has no {config.WORDS_ARCHIVE}: give a directory holding "
+            f"{config.WORDS_ARCHIVE} with {config.WORDS_TXT} or {ASCII_ARCHIVE}."
+        )
     for layout, second in (("directory", config.WORDS_TXT), ("official", ASCII_ARCHIVE)):
         if (path / second).exists():
             return layout, {n: str(path / n) for n in (config.WORDS_ARCHIVE, second)}
     raise archives.missing_words_txt(str(path))
 
 
-def prepare_iam(source: str, out_dir: Path, *, cache_dir: Path, sha256: str = "",
-                auth: tuple[str, str] | None = None, progress: bool = True,
-                retries: int = 5, backoff: float = 1.0) -> dict:
+def prepare_iam(
+    source: str,
+    out_dir: Path,
+    *,
+    cache_dir: Path,
+    sha256: str = "",
+    auth: tuple[str, str] | None = None,
+    progress: bool = True,
+    retries: int = 5,
+    backoff: float = 1.0,
+) -> dict:
     """Fetch IAM words from `source` and write the canonical layout into `out_dir`; returns the record.
 
     `source` ("" = the Keras example mirror) is one of: a zip URL or path with `IAM_Words/words.tgz` and
@@ -109,13 +136,22 @@ def prepare_iam(source: str, out_dir: Path, *, cache_dir: Path, sha256: str = ""
     for name, location in locations.items():
         want = expected.get(name) or (expected.get("", "") if name in ("", config.WORDS_ARCHIVE) else "")
         if http.is_remote(location):
-            f = http.fetch_url(location, cache_dir, auth=auth if send_auth else None, sha256=want,
-                          progress=progress, retries=retries, backoff=backoff)
+            f = http.fetch_url(
+                location,
+                cache_dir,
+                auth=auth if send_auth else None,
+                sha256=want,
+                progress=progress,
+                retries=retries,
+                backoff=backoff,
+            )
         else:
             f = _local(location)
             if want and f.sha256 != want:
-                raise DownloadError(f"sha256 mismatch for {f.source}: expected {want}, got {f.sha256} "
-                                    "(the local file was left untouched): check the file or correct -P sha256.")
+                raise DownloadError(
+                    f"sha256 mismatch for {f.source}: expected {want}, got {f.sha256} "
+                    "(the local file was left untouched): check the file or correct -P sha256."
+                )
             if name != config.WORDS_TXT:
                 archives.sniff(f.path, f.source)
         fetched[name] = f
@@ -128,13 +164,24 @@ def prepare_iam(source: str, out_dir: Path, *, cache_dir: Path, sha256: str = ""
         cached = [f.path for f in fetched.values() if http.is_remote(f.source) and f.source in str(e)]
         for path in cached:
             path.unlink(missing_ok=True)
-        raise CorruptArchive(f"{e} " + ("The cached download was deleted: rerun to fetch it again." if cached
-                                        else "Replace it with a complete copy.")) from None
-    return {"dataset": "iam", "source": http.redact(source), "layout": layout,
-            "fetched": {f.path.name: f.record() for f in fetched.values()},
-            "bytes": sum(f.bytes for f in fetched.values()),
-            "bytes_downloaded": sum(f.downloaded for f in fetched.values()),
-            "download_seconds": round(download_seconds, 3), **raw}
+        raise CorruptArchive(
+            f"{e} "
+            + (
+                "The cached download was deleted: rerun to fetch it again."
+                if cached
+                else "Replace it with a complete copy."
+            )
+        ) from None
+    return {
+        "dataset": "iam",
+        "source": http.redact(source),
+        "layout": layout,
+        "fetched": {f.path.name: f.record() for f in fetched.values()},
+        "bytes": sum(f.bytes for f in fetched.values()),
+        "bytes_downloaded": sum(f.downloaded for f in fetched.values()),
+        "download_seconds": round(download_seconds, 3),
+        **raw,
+    }
 
 
 def _unpack(layout: str, fetched: dict[str, Fetched], out_dir: Path, source: str) -> dict:
@@ -142,8 +189,10 @@ def _unpack(layout: str, fetched: dict[str, Fetched], out_dir: Path, source: str
     if layout == "zip":
         f = fetched[""]
         if archives.sniff(f.path, f.source) != "zip":
-            raise DownloadError(f"{f.source} is a gzip archive, not the mirror zip: give the directory (URL or "
-                                f"path) holding {config.WORDS_ARCHIVE} and {ASCII_ARCHIVE} instead.")
+            raise DownloadError(
+                f"{f.source} is a gzip archive, not the mirror zip: give the directory (URL or "
+                f"path) holding {config.WORDS_ARCHIVE} and {ASCII_ARCHIVE} instead."
+            )
         archives.extract_from_zip(f.path, out_dir, f.source)
     else:
         archives.place(fetched[config.WORDS_ARCHIVE].path, out_dir / config.WORDS_ARCHIVE)

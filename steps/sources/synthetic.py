@@ -28,6 +28,7 @@ Deterministic: the same (num_words, num_writers, seed) gives byte-identical word
 (plan drawn from one seeded RNG, each image from an RNG seeded by (seed, index), fixed tar/gzip
 metadata), whatever the number of worker processes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,8 @@ WORDLIST = config.DATA_DIR / "words" / "english.txt"
 # IAM's word-level character set (79 symbols); every generated text uses only these.
 IAM_CHARSET = "!\"#&'()*+,-./0123456789:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
-ERR_RATE = 0.10          # IAM has ~16% err; ours are real mis-crops, so keep them a bit rarer
-EMPTY_RATE = 0.002       # share of 0-byte images (at least one), plus exactly one truncated PNG
+ERR_RATE = 0.10  # IAM has ~16% err; ours are real mis-crops, so keep them a bit rarer
+EMPTY_RATE = 0.002  # share of 0-byte images (at least one), plus exactly one truncated PNG
 GROUP_LETTERS = "abcdefghijklmnopqrstuvwxyz"
 MAX_WRITERS = len(GROUP_LETTERS) * 99
 PARALLEL_MIN_WORDS = 400  # below this, starting worker processes costs more than it saves
@@ -67,15 +68,69 @@ SLANTED_FONTS = ("Italic", "DancingScript", "KaushanScript", "Kristi")
 # Frequent English words, most frequent first, with LOB-like tags (IAM's tag set): real text is
 # Zipfian, so function words must be far more frequent than a uniform draw from the word list makes them.
 FUNCTION_WORDS = {
-    "the": "ATI", "of": "IN", "and": "CC", "to": "TO", "a": "AT", "in": "IN", "is": "BEZ", "that": "CS",
-    "it": "PP3", "was": "BEDZ", "he": "PP3A", "for": "IN", "on": "IN", "are": "BER", "as": "CS",
-    "with": "IN", "his": "PP$", "they": "PP3AS", "I": "PP1A", "at": "IN", "be": "BE", "this": "DT",
-    "have": "HV", "from": "IN", "or": "CC", "one": "CD1", "had": "HVD", "by": "IN", "but": "CC",
-    "not": "XNOT", "what": "WDT", "all": "ABN", "were": "BED", "we": "PP1AS", "when": "CS",
-    "your": "PP$", "can": "MD", "said": "VBD", "there": "EX", "an": "AT", "which": "WDT", "she": "PP3A",
-    "do": "DO", "their": "PP$", "if": "CS", "will": "MD", "would": "MD", "been": "BEN", "has": "HVZ",
-    "more": "AP", "her": "PP3O", "him": "PP3O", "who": "WPR", "so": "RB", "no": "ATI", "into": "IN",
-    "up": "RP", "out": "RP", "its": "PP$", "them": "PP3OS", "than": "CS", "then": "RN", "some": "DTI",
+    "the": "ATI",
+    "of": "IN",
+    "and": "CC",
+    "to": "TO",
+    "a": "AT",
+    "in": "IN",
+    "is": "BEZ",
+    "that": "CS",
+    "it": "PP3",
+    "was": "BEDZ",
+    "he": "PP3A",
+    "for": "IN",
+    "on": "IN",
+    "are": "BER",
+    "as": "CS",
+    "with": "IN",
+    "his": "PP$",
+    "they": "PP3AS",
+    "I": "PP1A",
+    "at": "IN",
+    "be": "BE",
+    "this": "DT",
+    "have": "HV",
+    "from": "IN",
+    "or": "CC",
+    "one": "CD1",
+    "had": "HVD",
+    "by": "IN",
+    "but": "CC",
+    "not": "XNOT",
+    "what": "WDT",
+    "all": "ABN",
+    "were": "BED",
+    "we": "PP1AS",
+    "when": "CS",
+    "your": "PP$",
+    "can": "MD",
+    "said": "VBD",
+    "there": "EX",
+    "an": "AT",
+    "which": "WDT",
+    "she": "PP3A",
+    "do": "DO",
+    "their": "PP$",
+    "if": "CS",
+    "will": "MD",
+    "would": "MD",
+    "been": "BEN",
+    "has": "HVZ",
+    "more": "AP",
+    "her": "PP3O",
+    "him": "PP3O",
+    "who": "WPR",
+    "so": "RB",
+    "no": "ATI",
+    "into": "IN",
+    "up": "RP",
+    "out": "RP",
+    "its": "PP$",
+    "them": "PP3OS",
+    "than": "CS",
+    "then": "RN",
+    "some": "DTI",
 }
 TITLES = ("Mr.", "Mrs.", "Dr.", "St.")  # IAM keeps the full stop of these inside the word
 SENTENCE_ENDS = ((".", 0.78), ("?", 0.08), ("!", 0.05), (";", 0.05), (":", 0.04))
@@ -89,21 +144,21 @@ class Writer:
     """Persistent style of one synthetic writer (lengths in pixels unless noted)."""
 
     index: int
-    group: str           # form group owned by this writer, e.g. "a01"
-    font: str            # file name in FONTS_DIR
-    body: float          # letter height: (2 * height of 'x' + height of 'H') / 3
-    slant: float         # horizontal shear (dx per dy), > 0 leans right
-    rotation_sd: float   # degrees, per word
-    stroke: float        # target stroke thickness
-    spacing: float       # extra letter spacing, as a fraction of the body height
-    wobble: float        # per-letter baseline jitter, as a fraction of the body height
-    elastic: float       # smooth random displacement amplitude, as a fraction of the body height
+    group: str  # form group owned by this writer, e.g. "a01"
+    font: str  # file name in FONTS_DIR
+    body: float  # letter height: (2 * height of 'x' + height of 'H') / 3
+    slant: float  # horizontal shear (dx per dy), > 0 leans right
+    rotation_sd: float  # degrees, per word
+    stroke: float  # target stroke thickness
+    spacing: float  # extra letter spacing, as a fraction of the body height
+    wobble: float  # per-letter baseline jitter, as a fraction of the body height
+    elastic: float  # smooth random displacement amplitude, as a fraction of the body height
     elastic_cell: float  # its correlation length, as a fraction of the body height
-    ink: float           # grey level of the ink
-    paper: float         # grey level of the background
-    blur: float          # Gaussian blur radius of the strokes
-    noise: float         # sd of pixel noise
-    texture: float       # amplitude of low-frequency paper unevenness
+    ink: float  # grey level of the ink
+    paper: float  # grey level of the background
+    blur: float  # Gaussian blur radius of the strokes
+    noise: float  # sd of pixel noise
+    texture: float  # amplitude of low-frequency paper unevenness
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +168,8 @@ class Job:
     index: int
     text: str
     writer: Writer
-    err: bool            # mis-crop the image, as IAM's err segmentations are
-    kind: str            # "normal" PNG, "empty" (0 bytes) or "corrupt" (truncated PNG)
+    err: bool  # mis-crop the image, as IAM's err segmentations are
+    kind: str  # "normal" PNG, "empty" (0 bytes) or "corrupt" (truncated PNG)
     seed: int
 
 
@@ -125,9 +180,9 @@ class PlannedWord:
     id: str
     flag: str
     grey: int
-    x0: int              # x where its line starts on the page (for the first word of a line)
-    y: int               # centre line of its text line on the page
-    gap: int             # space before this word on its line
+    x0: int  # x where its line starts on the page (for the first word of a line)
+    y: int  # centre line of its text line on the page
+    gap: int  # space before this word on its line
     first_in_line: bool
     tag: str
     job: Job
@@ -148,8 +203,7 @@ def list_fonts(fonts_dir: Path = FONTS_DIR) -> list[Path]:
 @functools.cache
 def load_vocabulary(path: Path = WORDLIST) -> tuple[str, ...]:
     """The word list, minus anything outside IAM's character set or with spaces."""
-    words = tuple(w for w in path.read_text(encoding="utf-8").split("\n")
-                  if w and set(w) <= set(IAM_CHARSET))
+    words = tuple(w for w in path.read_text(encoding="utf-8").split("\n") if w and set(w) <= set(IAM_CHARSET))
     if not words:
         raise FileNotFoundError(f"empty word list {path}")
     return words
@@ -215,25 +269,27 @@ def make_writers(num_writers: int, seed: int, fonts: Sequence[str]) -> list[Writ
         connected = any(s in font for s in CONNECTED_FONTS)
         body = rng.uniform(28.0, 46.0)
         paper = rng.uniform(212.0, 252.0)
-        writers.append(Writer(
-            index=k,
-            group=f"{GROUP_LETTERS[k // 99]}{k % 99 + 1:02d}",
-            font=font,
-            body=body,
-            # Most people lean right a little; a few upright or left.
-            slant=float(np.clip(rng.normal(0.02 if slanted else 0.14, 0.13), -0.25, 0.45)),
-            rotation_sd=rng.uniform(0.3, 2.0),
-            stroke=body * rng.uniform(0.06, 0.13),
-            spacing=0.0 if connected else rng.uniform(-0.03, 0.12),
-            wobble=rng.uniform(0.0, 0.015) if connected else rng.uniform(0.0, 0.05),
-            elastic=rng.uniform(0.015, 0.06),
-            elastic_cell=rng.uniform(0.6, 1.2),
-            ink=rng.uniform(0.0, min(75.0, paper - 120.0)),
-            paper=paper,
-            blur=rng.uniform(0.0, 0.8),
-            noise=rng.uniform(0.0, 5.0),
-            texture=rng.uniform(0.0, 8.0),
-        ))
+        writers.append(
+            Writer(
+                index=k,
+                group=f"{GROUP_LETTERS[k // 99]}{k % 99 + 1:02d}",
+                font=font,
+                body=body,
+                # Most people lean right a little; a few upright or left.
+                slant=float(np.clip(rng.normal(0.02 if slanted else 0.14, 0.13), -0.25, 0.45)),
+                rotation_sd=rng.uniform(0.3, 2.0),
+                stroke=body * rng.uniform(0.06, 0.13),
+                spacing=0.0 if connected else rng.uniform(-0.03, 0.12),
+                wobble=rng.uniform(0.0, 0.015) if connected else rng.uniform(0.0, 0.05),
+                elastic=rng.uniform(0.015, 0.06),
+                elastic_cell=rng.uniform(0.6, 1.2),
+                ink=rng.uniform(0.0, min(75.0, paper - 120.0)),
+                paper=paper,
+                blur=rng.uniform(0.0, 0.8),
+                noise=rng.uniform(0.0, 5.0),
+                texture=rng.uniform(0.0, 8.0),
+            )
+        )
     return writers
 
 
@@ -306,16 +362,19 @@ def _token_stream(rng: np.random.Generator, vocabulary: Sequence[str]) -> Iterat
         yield from _sentence(rng, vocabulary)
 
 
-def plan(num_words: int, num_writers: int, seed: int, fonts: Sequence[str],
-         vocabulary: Sequence[str]) -> tuple[list[Writer], list[PlannedWord]]:
+def plan(
+    num_words: int, num_writers: int, seed: int, fonts: Sequence[str], vocabulary: Sequence[str]
+) -> tuple[list[Writer], list[PlannedWord]]:
     """Decide every writer, form, line, word text, flag and special (empty/corrupt) image."""
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
     if num_writers < 1 or num_writers > MAX_WRITERS:
         raise ValueError(f"num_writers must be between 1 and {MAX_WRITERS}, got {num_writers}")
     if num_words < num_writers:
-        raise ValueError(f"num_words ({num_words}) must be at least num_writers ({num_writers}): "
-                         "every writer writes at least one word")
+        raise ValueError(
+            f"num_words ({num_words}) must be at least num_writers ({num_writers}): "
+            "every writer writes at least one word"
+        )
     writers = make_writers(num_writers, seed, fonts)
     rng = _rng(seed, _PLAN_SALT)
     tokens = _token_stream(rng, vocabulary)
@@ -339,8 +398,11 @@ def plan(num_words: int, num_writers: int, seed: int, fonts: Sequence[str],
                     # Tight gaps before punctuation, as IAM crops a "," right after its word.
                     gap = int(rng.integers(2, 12)) if not text[0].isalnum() else int(rng.integers(18, 60))
                     job = Job(len(planned), text, writer, bool(rng.random() < ERR_RATE), "normal", seed)
-                    planned.append(PlannedWord(f"{form}-{line:02d}-{w:02d}", "err" if job.err else "ok",
-                                               grey, x0, y, gap, w == 0, tag, job))
+                    planned.append(
+                        PlannedWord(
+                            f"{form}-{line:02d}-{w:02d}", "err" if job.err else "ok", grey, x0, y, gap, w == 0, tag, job
+                        )
+                    )
                 written += n
                 line += 1
     # A few unreadable images, flagged ok or err at random like IAM's, marked on the planned jobs.
@@ -357,8 +419,7 @@ def plan(num_words: int, num_writers: int, seed: int, fonts: Sequence[str],
 # Rendering one word (runs in worker processes; depends only on its Job)
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell: float,
-                  amplitude: float) -> np.ndarray:
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell: float, amplitude: float) -> np.ndarray:
     """Random (dx, dy) per pixel, shape (2, H, W): Gaussian on a coarse lattice, bicubic in between.
 
     Smoothness matters: independent per-pixel jitter would shred strokes, a smooth field bends them
@@ -367,12 +428,14 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], cell: float,
     height, width = shape
     lattice = (int(math.ceil(height / cell)) + 2, int(math.ceil(width / cell)) + 2)
     coarse = rng.normal(0.0, amplitude, (2, *lattice)).astype(np.float32)
-    return np.stack([np.asarray(Image.fromarray(c, mode="F").resize((width, height), Image.Resampling.BICUBIC))
-                     for c in coarse])
+    return np.stack(
+        [np.asarray(Image.fromarray(c, mode="F").resize((width, height), Image.Resampling.BICUBIC)) for c in coarse]
+    )
 
 
-def _warp(mask: Image.Image, slant: float, angle: float, field_amp: float, field_cell: float,
-          rng: np.random.Generator) -> np.ndarray:
+def _warp(
+    mask: Image.Image, slant: float, angle: float, field_amp: float, field_cell: float, rng: np.random.Generator
+) -> np.ndarray:
     """Shear (slant), rotate and elastically bend the ink mask in one bilinear remap (numpy, float32).
 
     One resampling instead of three keeps the strokes sharp.
@@ -388,7 +451,7 @@ def _warp(mask: Image.Image, slant: float, angle: float, field_amp: float, field
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     dx, dy = xs - width / 2, ys - height / 2
     field = _smooth_field(rng, (height, width), field_cell, field_amp)
-    sx = inv[0][0] * dx + inv[0][1] * dy + width / 2 + field[0] + 1   # +1: the padding
+    sx = inv[0][0] * dx + inv[0][1] * dy + width / 2 + field[0] + 1  # +1: the padding
     sy = inv[1][0] * dx + inv[1][1] * dy + height / 2 + field[1] + 1
     x0 = np.clip(np.floor(sx), 0, width).astype(np.intp)
     y0 = np.clip(np.floor(sy), 0, height).astype(np.intp)
@@ -430,8 +493,9 @@ def _ink_mask(job: Job, rng: np.random.Generator) -> Image.Image:
     draw = ImageDraw.Draw(canvas)
     origin, baseline = pad_x - left, pad_y - top
     if any(s in w.font for s in CONNECTED_FONTS) or len(job.text) == 1:
-        draw.text((origin, baseline), job.text, font=font, fill=255, anchor="ls",
-                  stroke_width=stroke_width, stroke_fill=255)
+        draw.text(
+            (origin, baseline), job.text, font=font, fill=255, anchor="ls", stroke_width=stroke_width, stroke_fill=255
+        )
     else:
         # Letter by letter at the font's own (kerned) advances plus the writer's spacing, each on a
         # slightly wandering baseline.
@@ -439,8 +503,9 @@ def _ink_mask(job: Job, rng: np.random.Generator) -> Image.Image:
         for i, ch in enumerate(job.text):
             x = origin + font.getlength(job.text[:i]) + spacing * i
             dy = wobble * math.sin(phase + 2 * math.pi * i / period) + rng.normal(0, 0.3 * wobble)
-            draw.text((x, baseline + dy), ch, font=font, fill=255, anchor="ls",
-                      stroke_width=stroke_width, stroke_fill=255)
+            draw.text(
+                (x, baseline + dy), ch, font=font, fill=255, anchor="ls", stroke_width=stroke_width, stroke_fill=255
+            )
     if erode:
         canvas = canvas.filter(ImageFilter.MinFilter(3))
     warped = _warp(canvas, slant, angle, elastic, max(w.elastic_cell * body, 6.0), rng)
@@ -536,20 +601,24 @@ def _tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _write_archive(path: Path, planned: Sequence[PlannedWord], results: Iterator[tuple[bytes, int, int]],
-                   progress: bool) -> list[str]:
+def _write_archive(
+    path: Path, planned: Sequence[PlannedWord], results: Iterator[tuple[bytes, int, int]], progress: bool
+) -> list[str]:
     """Stream rendered images into a reproducible words.tgz; return the words.txt data lines."""
     lines, x = [], 0
-    with open(path, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
-        bar = tqdm(zip(planned, results), total=len(planned), desc="synthetic words", unit="word",
-                   disable=not progress)
+    with (
+        open(path, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        bar = tqdm(zip(planned, results), total=len(planned), desc="synthetic words", unit="word", disable=not progress)
         for word, (data, width, height) in bar:
             # Words of a line sit side by side on the page: the box is where this crop came from.
             x = word.x0 if word.first_in_line else x + word.gap
-            lines.append(f"{word.id} {word.flag} {word.grey} {x} {word.y - height // 2} "
-                         f"{width} {height} {word.tag} {word.job.text}\n")
+            lines.append(
+                f"{word.id} {word.flag} {word.grey} {x} {word.y - height // 2} "
+                f"{width} {height} {word.tag} {word.job.text}\n"
+            )
             x += width
             form = word.id.rsplit("-", 2)[0]
             tar.addfile(_tar_member(f"{form.split('-')[0]}/{form}/{word.id}.png", len(data)), io.BytesIO(data))
@@ -584,15 +653,18 @@ def generate(out_dir: Path, num_words: int, num_writers: int, seed: int, progres
         # imap keeps job order, so the archive's member order (and bytes) never depend on scheduling.
         results = pool.imap(render, jobs, chunksize=16) if pool else map(render, jobs)
         lines = _write_archive(tgz_tmp, planned, results, progress)
-        txt_tmp.write_text(HEADER.format(words=num_words, writers=num_writers, seed=seed) + "".join(lines),
-                           encoding="utf-8")
+        txt_tmp.write_text(
+            HEADER.format(words=num_words, writers=num_writers, seed=seed) + "".join(lines), encoding="utf-8"
+        )
         # forms.txt in IAM's format (form id, writer id, ...) so preprocess keeps every writer in one
         # split, exactly as it does for official IAM, whose ascii.tgz carries the same file.
         forms = sorted({p.id.rsplit("-", 2)[0] for p in planned})
         groups = sorted({f[:3] for f in forms})
         forms_tmp.write_text(
             "# form-id writer-id (synthetic: writer k owns form group k)\n"
-            + "".join(f"{f} {groups.index(f[:3]):03d} 1 prt 1 1 1 1\n" for f in forms), encoding="utf-8")
+            + "".join(f"{f} {groups.index(f[:3]):03d} 1 prt 1 1 1 1\n" for f in forms),
+            encoding="utf-8",
+        )
         os.replace(forms_tmp, out_dir / config.FORMS_TXT)
         os.replace(txt_tmp, out_dir / config.WORDS_TXT)
         os.replace(tgz_tmp, out_dir / config.WORDS_ARCHIVE)

@@ -6,6 +6,7 @@ no `steps/__init__.py`, so in a process of its own `steps` is a namespace packag
 code, while in ours the repository's regular `steps` package still wins (a namespace portion earlier on
 sys.path never shadows a regular package later on it). No sys.path repair is needed anywhere.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,9 +26,17 @@ from steps.workflow import config
 
 INFERENCE_PACKAGE = config.ROOT / "steps" / "inference"
 # What the model needs at inference, taken (pinned) from requirements.txt, the one pin list.
-RUNTIME_PACKAGES = {"tensorflow-cpu", "tensorflow-io", "keras", "mlflow", "numpy", "pandas", "pillow", "protobuf",
-                    "pyarrow"}
-
+RUNTIME_PACKAGES = {
+    "tensorflow-cpu",
+    "tensorflow-io",
+    "keras",
+    "mlflow",
+    "numpy",
+    "pandas",
+    "pillow",
+    "protobuf",
+    "pyarrow",
+}
 
 
 def save(model: tf.keras.Model, charset: Charset, height: int, width: int, out_dir: Path) -> Path:
@@ -68,7 +77,6 @@ def save(model: tf.keras.Model, charset: Charset, height: int, width: int, out_d
     archive.write_out(str(out_dir / SAVED_MODEL), verbose=False)
     charset.save(out_dir / CHARSET)
     return out_dir
-
 
 
 def runtime_requirements() -> list[str]:

@@ -2,6 +2,7 @@
 
 Pure of MLflow: `fit` reports each epoch through `on_epoch(epoch, logs)`, which the train step logs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,6 +29,7 @@ from steps.workflow import config
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides what a training run computes; no defaults here (train's MLproject parameters)."""
+
     batch_size: int
     epochs: int
     learning_rate: float
@@ -39,7 +41,7 @@ class TrainConfig:
 
 @dataclass
 class Fitted:
-    model: keras.Model        # with the best-val-CER weights
+    model: keras.Model  # with the best-val-CER weights
     history: dict[str, list[float]]
     dataset: DatasetInfo
 
@@ -66,14 +68,22 @@ class EpochReport(keras.callbacks.Callback):
     """Owns the run's history: adds val CER/WER, learning rate and samples/s to each epoch's logs, saves the
     history atomically and the best-val-CER weights. Must come before the callbacks that read val_cer."""
 
-    def __init__(self, val_ds: tf.data.Dataset, val_texts: list[str], characters: tf.Tensor, train_samples: int,
-                 work_dir: Path, on_epoch: Callable[[int, dict], None] | None):
+    def __init__(
+        self,
+        val_ds: tf.data.Dataset,
+        val_texts: list[str],
+        characters: tf.Tensor,
+        train_samples: int,
+        work_dir: Path,
+        on_epoch: Callable[[int, dict], None] | None,
+    ):
         super().__init__()
         self.val_ds, self.val_texts, self.characters = val_ds, val_texts, characters
         self.train_samples, self.on_epoch = train_samples, on_epoch
         self.history_file, self.best_file = work_dir / "history.json", work_dir / "best.weights.h5"
-        self.history: dict[str, list[float]] = (json.loads(self.history_file.read_text())
-                                                if self.history_file.exists() else {})
+        self.history: dict[str, list[float]] = (
+            json.loads(self.history_file.read_text()) if self.history_file.exists() else {}
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
@@ -115,16 +125,19 @@ def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int
     global_batch = cfg.batch_size * dist.num_replicas_in_sync
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE if info.shards.get("train", 0) >= dist.num_replicas_in_sync
-        else tf.data.experimental.AutoShardPolicy.DATA)
+        tf.data.experimental.AutoShardPolicy.FILE
+        if info.shards.get("train", 0) >= dist.num_replicas_in_sync
+        else tf.data.experimental.AutoShardPolicy.DATA
+    )
     train_ds = inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed).with_options(options)
     val_ds = inputs.batches(info, "val", global_batch)
     val_texts = [t.decode() for t in reader.records(info, "val").map(lambda ex: ex["text"]).as_numpy_iterator()]
     with dist.scope():
         net = modelib.build(cfg.model, info.image_height, info.image_width, info.charset.size)
         net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=ctc.loss)
-    report = EpochReport(val_ds, val_texts, tf.constant(list(info.charset.characters)), info.samples["train"],
-                         work_dir, on_epoch)
+    report = EpochReport(
+        val_ds, val_texts, tf.constant(list(info.charset.characters)), info.samples["train"], work_dir, on_epoch
+    )
     callbacks = [  # in this order: the report writes val_cer into the logs that the last two read
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
         report,

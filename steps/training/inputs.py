@@ -3,6 +3,7 @@
 Shared by train, evaluate and the benchmarks. The dataset is described by a DatasetInfo, whose
 directory may be a local path or any URI tf.io.gfile reads, so remote data is streamed, not copied.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,11 +28,27 @@ def augment(canvas: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     s = tf.random.stateless_uniform([6], seed, -1.0, 1.0)
     shear, scale, dx, dy = 0.3 * s[0], 1.0 + 0.1 * s[1], 4.0 * s[2], 2.0 * s[3]
     # Projective transform maps output (x, y) to input: x' = a0 x + a1 y + a2, y' = b1 y + b2.
-    transform = tf.stack([1 / scale, shear, dx - shear * h / 2 + (1 - 1 / scale) * w / 2,
-                          0.0, 1 / scale, dy + (1 - 1 / scale) * h / 2, 0.0, 0.0])
+    transform = tf.stack(
+        [
+            1 / scale,
+            shear,
+            dx - shear * h / 2 + (1 - 1 / scale) * w / 2,
+            0.0,
+            1 / scale,
+            dy + (1 - 1 / scale) * h / 2,
+            0.0,
+            0.0,
+        ]
+    )
     x = tf.cast(canvas, tf.float32)[tf.newaxis]
-    x = tf.raw_ops.ImageProjectiveTransformV3(images=x, transforms=transform[tf.newaxis], output_shape=[h, w],
-                                              interpolation="BILINEAR", fill_mode="CONSTANT", fill_value=0.0)[0]
+    x = tf.raw_ops.ImageProjectiveTransformV3(
+        images=x,
+        transforms=transform[tf.newaxis],
+        output_shape=[h, w],
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+        fill_value=0.0,
+    )[0]
     x = x * (1.0 + 0.25 * s[4]) + tf.random.stateless_normal(tf.shape(x), seed + 1, stddev=6.0) * tf.abs(s[5])
     return tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
 
@@ -43,8 +60,9 @@ def batches(info: DatasetInfo, split: str, batch_size: int, training: bool = Fal
     augmentation runs after the cache and only when training, and prefetch overlaps input with compute.
     """
     encode = label_encoder(info.charset, info.max_label_length)
-    ds = records(info, split, shuffle_files=training).map(lambda ex: (ex["image"], encode(ex["text"])),
-                                                          num_parallel_calls=AUTOTUNE)
+    ds = records(info, split, shuffle_files=training).map(
+        lambda ex: (ex["image"], encode(ex["text"])), num_parallel_calls=AUTOTUNE
+    )
     n = info.samples[split]
     if n * info.image_height * info.image_width < CACHE_LIMIT_BYTES:
         ds = ds.cache()

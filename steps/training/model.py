@@ -5,6 +5,7 @@ depth and width. The model outputs logits over blank (class 0) + the charset's c
 are padded with 0, which CTC never sees because each label's true length is passed (keras issue
 21876: passing the padded width as label_length trains on padding).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ import keras
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's shape; no defaults here (they are train's MLproject parameters)."""
-    conv_filters: tuple[int, ...]   # one conv block (conv, batch norm, relu, 2x2 max pool) per entry
+
+    conv_filters: tuple[int, ...]  # one conv block (conv, batch norm, relu, 2x2 max pool) per entry
     dense_units: int
-    rnn_units: tuple[int, ...]      # one BiLSTM per entry
+    rnn_units: tuple[int, ...]  # one BiLSTM per entry
     dropout: float
 
 
@@ -25,7 +27,9 @@ def build(config: ModelConfig, height: int, width: int, num_classes: int) -> ker
     """float32 images [B, height, width, 1] in [0, 1] -> logits [B, width / 2**len(conv_filters), num_classes]."""
     conv_filters, rnn_units, dropout = config.conv_filters, config.rnn_units, config.dropout
     if width % 2 ** len(conv_filters) or height % 2 ** len(conv_filters):
-        raise ValueError(f"image size {height}x{width} must be divisible by 2**{len(conv_filters)} (one pooling per conv block)")
+        raise ValueError(
+            f"image size {height}x{width} must be divisible by 2**{len(conv_filters)} (one pooling per conv block)"
+        )
     inputs = keras.Input((height, width, 1), name="image")
     # Columns become time steps: put width first so each step sees one vertical slice.
     x = keras.layers.Permute((2, 1, 3))(inputs)
@@ -39,7 +43,8 @@ def build(config: ModelConfig, height: int, width: int, num_classes: int) -> ker
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     x = keras.layers.Dropout(dropout)(x)
     for i, units in enumerate(rnn_units):
-        x = keras.layers.Bidirectional(keras.layers.LSTM(units, return_sequences=True, dropout=dropout),
-                                       name=f"bilstm{i + 1}")(x)
+        x = keras.layers.Bidirectional(
+            keras.layers.LSTM(units, return_sequences=True, dropout=dropout), name=f"bilstm{i + 1}"
+        )(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="crnn")

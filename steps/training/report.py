@@ -1,4 +1,5 @@
 """The plots a training run logs: learning curves and a grid of validation predictions."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,8 +17,12 @@ def training_plots(fitted: Fitted, out: Path, count: int = 16) -> list[np.ndarra
     """loss.png, cer.png and val_predictions.png into `out`; returns the grid's validation canvases."""
     history = fitted.history
     plots.curves({"train": history["loss"], "val": history["val_loss"]}, out / "loss.png", "CTC loss", "loss")
-    plots.curves({"val CER": history["val_cer"], "val WER": history["val_wer"]}, out / "cer.png",
-                 "validation error rates", "rate")
+    plots.curves(
+        {"val CER": history["val_cer"], "val WER": history["val_wer"]},
+        out / "cer.png",
+        "validation error rates",
+        "rate",
+    )
     examples = list(reader.records(fitted.dataset, "val").take(count).as_numpy_iterator())
     canvases = np.stack([e["image"] for e in examples])
     characters = tf.constant(list(fitted.dataset.charset.characters))

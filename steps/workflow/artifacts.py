@@ -1,4 +1,5 @@
 """Artifact URIs -> directories the steps can read: in place where tf.io.gfile can, downloaded otherwise."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,7 +29,7 @@ def readable_dir(uri: str) -> str:
         except Exception as e:  # unknown run id, bad URI: one clear message
             raise ArtifactError(f"cannot resolve {uri}: {e}") from None
     if uri.startswith("file://"):
-        uri = uri[len("file://"):]
+        uri = uri[len("file://") :]
     if "://" not in uri:
         if not Path(uri).exists():
             raise ArtifactError(f"{uri} does not exist")
@@ -50,8 +51,8 @@ def local_dir(uri: str, dst_path: str | None = None) -> str:
             underlying = RunsArtifactRepository.get_underlying_uri(uri)
         except Exception as e:
             raise ArtifactError(f"cannot resolve {uri}: {e}") from None
-        if underlying.startswith("file://") and Path(underlying[len("file://"):]).is_dir():
-            return str(Path(underlying[len("file://"):]).resolve())
+        if underlying.startswith("file://") and Path(underlying[len("file://") :]).is_dir():
+            return str(Path(underlying[len("file://") :]).resolve())
     try:
         return mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dst_path)
     except Exception as e:

@@ -9,6 +9,7 @@ compared as the strings `mlflow run` logs) and whose hwr.code_digest equals the 
 newest such run wins. Upstream run ids are part of the params (runs:/<id>/...), so a rerun upstream
 changes every key downstream.
 """
+
 from __future__ import annotations
 
 from typing import Mapping
@@ -56,22 +57,35 @@ def route(user: Mapping[str, str]) -> dict[str, dict[str, str]]:
         for s in targets:
             routed[s][name] = value
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}: no step of {', '.join(STEPS)} declares them "
-                         "(see MLproject)")
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)}: no step of {', '.join(STEPS)} declares them (see MLproject)"
+        )
     if chained:
-        raise ValueError(f"{', '.join(chained)}: set by the pipeline from the upstream runs; to start from your own "
-                         "artifact, run the steps alone (mlflow run . -e <step> ...)")
+        raise ValueError(
+            f"{', '.join(chained)}: set by the pipeline from the upstream runs; to start from your own "
+            "artifact, run the steps alone (mlflow run . -e <step> ...)"
+        )
     return routed
 
 
 def cached_run(step: str, params: Mapping[str, str], experiment_id: str) -> Run | None:
     """Newest FINISHED run of `step` with these params (+ the step's defaults) and the current code digest."""
-    return runs.find_run(step, {**config.defaults(step), **params}, tags={config.TAG_CODE_DIGEST: config.code_digest()},
-                         experiment_id=experiment_id)
+    return runs.find_run(
+        step,
+        {**config.defaults(step), **params},
+        tags={config.TAG_CODE_DIGEST: config.code_digest()},
+        experiment_id=experiment_id,
+    )
 
 
-def run_steps(steps: tuple[str, ...], routed: Mapping[str, Mapping[str, str]], experiment_id: str,
-              env_manager: str, rerun_from: str = "", on_step=None) -> dict[str, str]:
+def run_steps(
+    steps: tuple[str, ...],
+    routed: Mapping[str, Mapping[str, str]],
+    experiment_id: str,
+    env_manager: str,
+    rerun_from: str = "",
+    on_step=None,
+) -> dict[str, str]:
     """Run (or reuse) `steps` in chain order as runs of the experiment; returns {step: run id}.
 
     Each step's chained inputs are the URIs of the runs before it. `on_step(step, run_id, reused, inputs)`
@@ -88,11 +102,19 @@ def run_steps(steps: tuple[str, ...], routed: Mapping[str, Mapping[str, str]], e
         else:
             runs.log(f"[pipeline] {step}: running " + " ".join(f"{k}={v}" for k, v in params.items()))
             try:
-                ids[step] = mlflow.projects.run(str(config.ROOT), step, parameters=params, experiment_id=experiment_id,
-                                                env_manager=env_manager, synchronous=True).run_id
+                ids[step] = mlflow.projects.run(
+                    str(config.ROOT),
+                    step,
+                    parameters=params,
+                    experiment_id=experiment_id,
+                    env_manager=env_manager,
+                    synchronous=True,
+                ).run_id
             except MlflowException as e:  # ExecutionException when the step's run fails
-                rest = ", ".join(steps[steps.index(step) + 1:]) or "anything else"
-                raise StepFailed(step, f"step {step} failed: {e} (its error is printed above); not running {rest}") from None
+                rest = ", ".join(steps[steps.index(step) + 1 :]) or "anything else"
+                raise StepFailed(
+                    step, f"step {step} failed: {e} (its error is printed above); not running {rest}"
+                ) from None
             runs.log(f"[pipeline] {step}: ran {ids[step]}")
         if on_step:
             on_step(step, ids[step], bool(hit), inputs)

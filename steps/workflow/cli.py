@@ -1,4 +1,5 @@
 """What every step CLI shares: library errors become one-line click errors, in one place."""
+
 from __future__ import annotations
 
 import functools
@@ -12,6 +13,7 @@ def user_errors(*types: type[BaseException]) -> Callable:
 
     Library code raises its own specific errors and never click's; this is where they are translated.
     """
+
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
@@ -19,7 +21,9 @@ def user_errors(*types: type[BaseException]) -> Callable:
                 return command(*args, **kwargs)
             except types as e:
                 raise click.ClickException(str(e)) from None
+
         return wrapper
+
     return decorate
 
 

@@ -3,6 +3,7 @@
 Parameter defaults are not written here: they live in MLproject, and `defaults(entry_point)` reads them
 so that a step's CLI and `mlflow run` can never disagree. Artifact and file names are spelled only here.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,9 +17,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = ROOT / "data"
 
 # Artifact names: the only place these strings are spelled.
-RAW_ARTIFACT = "raw"                       # download -> preprocess
+RAW_ARTIFACT = "raw"  # download -> preprocess
 DOWNLOAD_INFO = "download.json"
-DATASET_ARTIFACT = "dataset"               # preprocess -> train/evaluate
+DATASET_ARTIFACT = "dataset"  # preprocess -> train/evaluate
 MODEL_ARTIFACT = "handwriting_recognition_model"  # train -> evaluate/register/serve/infer
 PREDICTIONS_FILE = "predictions.parquet"
 
@@ -26,7 +27,7 @@ PREDICTIONS_FILE = "predictions.parquet"
 # (members like a01/a01-000u/a01-000u-00-00.png), read in place by preprocess.
 WORDS_TXT = "words.txt"
 WORDS_ARCHIVE = "words.tgz"
-FORMS_TXT = "forms.txt"                 # optional: form id -> writer id (official IAM ascii.tgz, synthetic)
+FORMS_TXT = "forms.txt"  # optional: form id -> writer id (official IAM ascii.tgz, synthetic)
 
 # Files inside dataset/.
 CHARSET_FILE = "charset.json"

@@ -3,6 +3,7 @@
 Every "which earlier run?" question of the project (the pipeline's run cache, a step run alone looking
 for its input, register looking for the evaluation of a model, the tests) goes through `find_run`.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,9 +54,16 @@ def current_experiment_id() -> str:
     return active.info.experiment_id if active else os.environ.get("MLFLOW_EXPERIMENT_ID", "0")
 
 
-def find_run(step: str, params: Mapping[str, object] | None = None, *, tags: Mapping[str, str] | None = None,
-             require: Callable[[Run], bool] | None = None, experiment_id: str | None = None,
-             client: MlflowClient | None = None, status: str | None = "FINISHED") -> Run | None:
+def find_run(
+    step: str,
+    params: Mapping[str, object] | None = None,
+    *,
+    tags: Mapping[str, str] | None = None,
+    require: Callable[[Run], bool] | None = None,
+    experiment_id: str | None = None,
+    client: MlflowClient | None = None,
+    status: str | None = "FINISHED",
+) -> Run | None:
     """The newest run of `step` in the experiment with this `status` (None: any) whose params equal `params`
     (compared as the strings `mlflow run` stores), whose tags equal `tags`, and for which `require(run)`
     holds; else None.
@@ -69,12 +77,15 @@ def find_run(step: str, params: Mapping[str, object] | None = None, *, tags: Map
     query = f"tags.`{config.TAG_STEP}` = '{step}'" + (f" and attributes.status = '{status}'" if status else "")
     token = None
     while True:
-        page = client.search_runs([experiment_id], query, order_by=["attributes.start_time DESC"],
-                                  max_results=200, page_token=token)
+        page = client.search_runs(
+            [experiment_id], query, order_by=["attributes.start_time DESC"], max_results=200, page_token=token
+        )
         for run in page:
-            if (all(run.data.params.get(k) == v for k, v in wanted.items())
-                    and all(run.data.tags.get(k) == v for k, v in (tags or {}).items())
-                    and (require is None or require(run))):
+            if (
+                all(run.data.params.get(k) == v for k, v in wanted.items())
+                and all(run.data.tags.get(k) == v for k, v in (tags or {}).items())
+                and (require is None or require(run))
+            ):
                 return run
         token = page.token
         if not token:
@@ -90,7 +101,8 @@ def upstream_uri(uri: str, step: str, artifact: str, params: Mapping[str, object
         wanted = ", ".join(f"{k}={v}" for k, v in (params or {}).items()) or "any parameters"
         raise UpstreamNotFound(
             f"no finished '{step}' run ({wanted}) in this experiment: run `mlflow run . -e {step}` first "
-            f"or pass the artifact URI explicitly")
+            f"or pass the artifact URI explicitly"
+        )
     found = f"runs:/{run.info.run_id}/{artifact}"
     log(f"using {found} (newest finished '{step}' run, started {run.info.start_time})")
     return found

@@ -1,4 +1,5 @@
 """The download step's CLI and MLflow wiring: in process, and end to end through `mlflow run`."""
+
 from __future__ import annotations
 
 import json
@@ -40,14 +41,22 @@ def test_official_layout_with_credentials_in_process(http_server, mlflow_store, 
     run = only_run(mlflow_store)
     assert run.info.status == "FINISHED"
     assert artifact_files(mlflow_store, run.info.run_id) == {
-        "raw/words.txt", "raw/words.tgz", "raw/forms.txt", config.DOWNLOAD_INFO}
+        "raw/words.txt",
+        "raw/words.tgz",
+        "raw/forms.txt",
+        config.DOWNLOAD_INFO,
+    }
     info = download_info(mlflow_store, run.info.run_id, tmp_path)
     assert info["dataset"] == "iam" and info["words"] == 3 and info["images"] == 3
     assert info["source"] == http_server.url + "data/"
     assert info["fetched"]["words.tgz"]["sha256"] == sha(http_server.root / "data" / "words.tgz")
     assert METRICS <= set(run.data.metrics) and run.data.metrics["words"] == 3
-    assert run.data.tags[config.TAG_STEP] == "download" and run.data.tags[config.TAG_CODE_DIGEST] == config.code_digest()
-    assert run.data.params["dataset"] == "iam" and run.data.params["num_words"] == str(config.defaults("download")["num_words"])
+    assert (
+        run.data.tags[config.TAG_STEP] == "download" and run.data.tags[config.TAG_CODE_DIGEST] == config.code_digest()
+    )
+    assert run.data.params["dataset"] == "iam" and run.data.params["num_words"] == str(
+        config.defaults("download")["num_words"]
+    )
     recorded = json.dumps([info, run.data.params, run.data.tags, result.output])
     assert PASSWORD not in recorded and USER not in recorded
 
@@ -58,21 +67,26 @@ def test_credentials_in_the_url_are_not_recorded(http_server, mlflow_store, tmp_
     result = CliRunner().invoke(download.main, ["--dataset", "iam", "--source", url])
     assert result.exit_code == 0, result.output
     run = only_run(mlflow_store)
-    recorded = json.dumps([download_info(mlflow_store, run.info.run_id, tmp_path), run.data.params,
-                           run.data.tags, result.output])
+    recorded = json.dumps(
+        [download_info(mlflow_store, run.info.run_id, tmp_path), run.data.params, run.data.tags, result.output]
+    )
     assert PASSWORD not in recorded and USER not in recorded
     assert run.data.params["source"] == http_server.url + "IAM_Words.zip"
 
 
-@pytest.mark.parametrize("case, expected", [
-    ("404", "HTTP 404"), ("html", "HTML page"), ("sha256", "sha256 mismatch"), ("synthetic+source", "apply to")])
+@pytest.mark.parametrize(
+    "case, expected",
+    [("404", "HTTP 404"), ("html", "HTML page"), ("sha256", "sha256 mismatch"), ("synthetic+source", "apply to")],
+)
 def test_errors_exit_nonzero_with_one_message(http_server, mlflow_store, case, expected):
     z = mirror_zip(http_server.root / "IAM_Words.zip")
     (http_server.root / "login.zip").write_text("<html><body>Login</body></html>")
-    args = {"404": ["--dataset", "iam", "--source", http_server.url + "gone.zip"],
-            "html": ["--dataset", "iam", "--source", http_server.url + "login.zip"],
-            "sha256": ["--dataset", "iam", "--source", str(z), "--sha256", "0" * 64],
-            "synthetic+source": ["--source", str(z)]}[case]
+    args = {
+        "404": ["--dataset", "iam", "--source", http_server.url + "gone.zip"],
+        "html": ["--dataset", "iam", "--source", http_server.url + "login.zip"],
+        "sha256": ["--dataset", "iam", "--source", str(z), "--sha256", "0" * 64],
+        "synthetic+source": ["--source", str(z)],
+    }[case]
     result = CliRunner().invoke(download.main, args)
     assert result.exit_code == 1 and expected in result.output and "Traceback" not in result.output
     run = only_run(mlflow_store)
@@ -81,8 +95,18 @@ def test_errors_exit_nonzero_with_one_message(http_server, mlflow_store, case, e
 
 def test_mlflow_run_end_to_end(http_server, mlflow_store, mlflow_run, tmp_path):
     z = mirror_zip(http_server.root / "IAM_Words.zip")
-    proc = mlflow_run("-e", "download", "--env-manager", "local", "-P", "dataset=iam",
-                      "-P", f"source={http_server.url}IAM_Words.zip", "-P", f"sha256={sha(z)}")
+    proc = mlflow_run(
+        "-e",
+        "download",
+        "--env-manager",
+        "local",
+        "-P",
+        "dataset=iam",
+        "-P",
+        f"source={http_server.url}IAM_Words.zip",
+        "-P",
+        f"sha256={sha(z)}",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = only_run(mlflow_store)
     assert run.info.status == "FINISHED"

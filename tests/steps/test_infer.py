@@ -1,5 +1,6 @@
 """The infer CLI, for real: `python -m steps.infer` and `mlflow run . -e infer` as subprocesses over a tiny
 trained model, on a file, a directory and globs, in text and jsonl modes, with broken images among good ones."""
+
 from __future__ import annotations
 
 import json
@@ -43,16 +44,30 @@ def runs(tiny, words) -> dict[str, subprocess.CompletedProcess]:
     """Every infer invocation of this module, started together so their model loads overlap."""
     python = [sys.executable, "-m", "steps.infer", "--model-uri", tiny.champion_uri, "--image-path"]
     commands = {
-        "file": python + [str(words / "a" / tiny.images[0].name)],                     # default output: text
+        "file": python + [str(words / "a" / tiny.images[0].name)],  # default output: text
         "dir": python + [str(words), "--output", "jsonl"],
         # the glob case goes through MLproject: its quoting must hand the pattern over unexpanded
-        "glob": [str(Path(sys.executable).parent / "mlflow"), "run", ".", "-e", "infer", "--env-manager", "local",
-                 "-P", f"model_uri={tiny.version_uri}", "-P", f"image_path={words}/*/*.png"],
+        "glob": [
+            str(Path(sys.executable).parent / "mlflow"),
+            "run",
+            ".",
+            "-e",
+            "infer",
+            "--env-manager",
+            "local",
+            "-P",
+            f"model_uri={tiny.version_uri}",
+            "-P",
+            f"image_path={words}/*/*.png",
+        ],
         "nothing": python + [str(words / "nothing" / "*.png")],
     }
-    procs = {name: subprocess.Popen(command, cwd=REPO, env=model_fixture.env(tiny), text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name, command in commands.items()}
+    procs = {
+        name: subprocess.Popen(
+            command, cwd=REPO, env=model_fixture.env(tiny), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for name, command in commands.items()
+    }
     results = {}
     try:
         for name, proc in procs.items():
@@ -73,8 +88,8 @@ def all_pngs(words: Path) -> list[str]:
 def text_lines(stdout: str) -> list[tuple[str, str, str]]:
     rows = [tuple(line.split("\t")) for line in stdout.splitlines()]
     for row in rows:
-        assert len(row) == 3 and Path(row[0]).is_file(), row     # nothing but results on stdout
-        assert len(row[2]) == 5 and 0.0 <= float(row[2]) <= 1.0   # confidence:.3f
+        assert len(row) == 3 and Path(row[0]).is_file(), row  # nothing but results on stdout
+        assert len(row[2]) == 5 and 0.0 <= float(row[2]) <= 1.0  # confidence:.3f
     return rows
 
 
@@ -107,8 +122,10 @@ def test_glob_text_mode_through_mlflow_run_errors_go_to_stderr(runs, words):
     expected = sorted(str(p) for p in words.glob("*/*.png"))
     assert [row[0] for row in rows] == [p for p in expected if not p.endswith(("broken.png", "notes.png"))]
     errors = [line for line in r.stderr.splitlines() if "\terror: " in line]
-    assert sorted(line.split("\t")[0] for line in errors) == [str(words / "a" / "notes.png"),
-                                                              str(words / "b" / "broken.png")]
+    assert sorted(line.split("\t")[0] for line in errors) == [
+        str(words / "a" / "notes.png"),
+        str(words / "b" / "broken.png"),
+    ]
 
 
 def test_all_modes_agree(runs, words):
@@ -123,9 +140,9 @@ def test_find_images(words):
     """Which files each kind of image_path selects (in process: no model needed)."""
     one = words / "a" / "notes.png"
     assert infer.find_images(str(one)) == [one]
-    assert [str(p) for p in infer.find_images(str(words))] == all_pngs(words)      # recursive, images only
+    assert [str(p) for p in infer.find_images(str(words))] == all_pngs(words)  # recursive, images only
     assert [str(p) for p in infer.find_images(f"{words}/**/*.png")] == all_pngs(words)
-    assert infer.find_images(f"{words}/*/*.txt") == [words / "a" / "readme.txt"]    # a glob takes what it names
+    assert infer.find_images(f"{words}/*/*.txt") == [words / "a" / "readme.txt"]  # a glob takes what it names
     assert infer.find_images(str(words / "missing.png")) == []
     assert infer.find_images(str(words / "zzz*")) == []
 

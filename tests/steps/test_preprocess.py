@@ -1,4 +1,5 @@
 """`mlflow run . -e preprocess` on a real synthetic download: what a user finds in the run afterwards."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,11 @@ def test_dataset_artifacts_shards_manifest_charset_stats_and_grids(step_chain):
     for split in config.SPLITS:
         rows = [r for r in manifest if r["split"] == split]
         assert len(rows) == stats["samples"][split] > 0
-        ids = {ex["id"].numpy().decode() for f in tfrecords.shard_files(str(data), split)
-               for ex in tf.data.TFRecordDataset(f).map(lambda r: tfrecords.parse(r, 32, 128))}
+        ids = {
+            ex["id"].numpy().decode()
+            for f in tfrecords.shard_files(str(data), split)
+            for ex in tf.data.TFRecordDataset(f).map(lambda r: tfrecords.parse(r, 32, 128))
+        }
         assert ids == {r["id"] for r in rows}
     # writer-independent: no writer in two splits
     writers = {split: {r["writer"] for r in manifest if r["split"] == split} for split in config.SPLITS}

@@ -1,4 +1,5 @@
 """The register step: the quality gate as a pure function, and the step against a real sqlite registry."""
+
 from __future__ import annotations
 
 import math
@@ -27,28 +28,42 @@ def evaluated_model(cer: float, digest: str = "d1g3st", split: str = "test") -> 
     uri = f"runs:/{train.info.run_id}/{config.MODEL_ARTIFACT}"
     with mlflow.start_run() as evaluate:
         mlflow.log_params({"model_uri": uri, "split": split})
-        mlflow.set_tags({config.TAG_STEP: "evaluate", "hwr.model_uri": uri, "hwr.dataset_digest": digest,
-                         "hwr.train_run": train.info.run_id})
+        mlflow.set_tags(
+            {
+                config.TAG_STEP: "evaluate",
+                "hwr.model_uri": uri,
+                "hwr.dataset_digest": digest,
+                "hwr.train_run": train.info.run_id,
+            }
+        )
         mlflow.log_metrics({f"{split}_cer": cer, f"{split}_wer": min(1.0, 2 * cer), f"{split}_loss": 10 * cer})
     return uri, train.info.run_id, evaluate.info.run_id
 
 
 def run_register(*args: str):
     result = CliRunner().invoke(register.main, list(args))
-    run = mlflow.search_runs(filter_string=f"tags.`{config.TAG_STEP}` = 'register'", order_by=["attributes.start_time DESC"],
-                             max_results=1, output_format="list", search_all_experiments=True)[0]
+    run = mlflow.search_runs(
+        filter_string=f"tags.`{config.TAG_STEP}` = 'register'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+        output_format="list",
+        search_all_experiments=True,
+    )[0]
     return result, run
 
 
-@pytest.mark.parametrize("new, champion, promote, why", [
-    (0.20, None, True, "no version holds"),
-    (0.10, 0.20, True, "< champion"),
-    (0.20, 0.20, False, "does not beat"),
-    (0.30, 0.20, False, "does not beat"),
-    (0.10, math.nan, False, "cannot be compared"),
-    (math.nan, None, False, "unknown"),
-    (math.nan, 0.2, False, "unknown"),
-])
+@pytest.mark.parametrize(
+    "new, champion, promote, why",
+    [
+        (0.20, None, True, "no version holds"),
+        (0.10, 0.20, True, "< champion"),
+        (0.20, 0.20, False, "does not beat"),
+        (0.30, 0.20, False, "does not beat"),
+        (0.10, math.nan, False, "cannot be compared"),
+        (math.nan, None, False, "unknown"),
+        (math.nan, 0.2, False, "unknown"),
+    ],
+)
 def test_decide(new, champion, promote, why):
     decision, reason = decide(new, champion)
     assert decision is promote and why in reason
@@ -63,7 +78,11 @@ def test_gate_first_better_worse(mlflow_store):
     v1 = client.get_model_version_by_alias(name, "champion")
     assert str(v1.version) == "1" and v1.run_id == first_train
     assert {k: v1.tags[k] for k in ("hwr.train_run", "hwr.evaluate_run", "hwr.dataset_digest", "hwr.model_uri")} == {
-        "hwr.train_run": first_train, "hwr.evaluate_run": first_eval, "hwr.dataset_digest": "d1g3st", "hwr.model_uri": first}
+        "hwr.train_run": first_train,
+        "hwr.evaluate_run": first_eval,
+        "hwr.dataset_digest": "d1g3st",
+        "hwr.model_uri": first,
+    }
     assert float(v1.tags["hwr.test_cer"]) == 0.30
     assert run.info.status == "FINISHED" and run.data.tags["hwr.decision"] == "promoted"
     assert run.data.tags["hwr.registered_model_uri"] == "models:/HandwritingRecognitionModel/1"
@@ -74,7 +93,10 @@ def test_gate_first_better_worse(mlflow_store):
     result, run = run_register("--model-uri", better)
     assert result.exit_code == 0, result.output
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
-    assert run.data.tags["hwr.decision"] == "promoted" and "0.1000 < champion's 0.3000" in run.data.tags["hwr.decision_reason"]
+    assert (
+        run.data.tags["hwr.decision"] == "promoted"
+        and "0.1000 < champion's 0.3000" in run.data.tags["hwr.decision_reason"]
+    )
     assert run.data.metrics["new_test_cer"] == 0.10 and run.data.metrics["champion_test_cer"] == 0.30
     assert "promoted" in result.output
 
@@ -122,7 +144,8 @@ def test_mlflow_run_register(mlflow_store, mlflow_run):
     assert "models:/HandwritingRecognitionModel/1" in proc.stdout
     version = mlflow_store.get_model_version_by_alias(config.REGISTERED_MODEL, "champion")
     assert str(version.version) == "1" and version.tags["hwr.train_run"] == train_run
-    (run,) = mlflow_store.search_runs([mlflow_store.get_experiment_by_name("test").experiment_id],
-                                      f"tags.`{config.TAG_STEP}` = 'register'")
+    (run,) = mlflow_store.search_runs(
+        [mlflow_store.get_experiment_by_name("test").experiment_id], f"tags.`{config.TAG_STEP}` = 'register'"
+    )
     assert run.info.status == "FINISHED" and run.data.params["model_uri"] == uri
     assert run.data.tags["mlflow.project.entryPoint"] == "register" and run.data.tags["hwr.decision"] == "promoted"

@@ -1,5 +1,6 @@
 """The REST server, for real: `python -m steps.serve` as a subprocess on loopback over a tiny trained model,
 called with the README's curl commands, requests in every input form, and every kind of bad input."""
+
 from __future__ import annotations
 
 import base64
@@ -80,23 +81,48 @@ def launched(tiny, tmp_path_factory):
     commands = {
         "serve": [sys.executable, "-m", "steps.serve", "--model-uri", tiny.champion_uri],
         # its own process group: mlflow run starts the server as a child, and both must go at the end
-        "mlflow-run": [mlflow_cli, "run", ".", "-e", "serve", "--env-manager", "local",
-                       "-P", f"model_uri={tiny.version_uri}"],
+        "mlflow-run": [
+            mlflow_cli,
+            "run",
+            ".",
+            "-e",
+            "serve",
+            "--env-manager",
+            "local",
+            "-P",
+            f"model_uri={tiny.version_uri}",
+        ],
         "unknown": [sys.executable, "-m", "steps.serve", "--model-uri", "models:/NoSuchModel@champion"],
         # MLflow's own scoring server must be able to serve the same logged model (issue: pyfunc contract)
-        "mlflow-models-serve": [mlflow_cli, "models", "serve", "-m", tiny.version_uri, "--env-manager", "local",
-                                "-h", "127.0.0.1"],
+        "mlflow-models-serve": [
+            mlflow_cli,
+            "models",
+            "serve",
+            "-m",
+            tiny.version_uri,
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+        ],
     }
     started = {}
     try:
         for name, command in commands.items():
             port = free_port()
             port_args = {"mlflow-run": ["-P", f"port={port}"], "mlflow-models-serve": ["-p", str(port)]}.get(
-                name, ["--port", str(port)])
+                name, ["--port", str(port)]
+            )
             log = logs / f"{name}.log"
             with open(log, "wb") as out:
-                proc = subprocess.Popen(command + port_args, cwd=REPO, env=model_fixture.env(tiny),
-                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    command + port_args,
+                    cwd=REPO,
+                    env=model_fixture.env(tiny),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             started[name] = (proc, log, f"http://127.0.0.1:{port}")
         yield started
     finally:
@@ -135,14 +161,19 @@ def b64(data: bytes) -> str:
 
 def pixel_bomb_png(width: int = 20000, height: int = 20000) -> bytes:
     """A valid 1-bit PNG of width x height white pixels: ~50 kB on disk, 400 megapixels decoded."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     row = b"\x00" + b"\xff" * ((width + 7) // 8)
     z = zlib.compressobj(9)
     idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
+    )
 
 
 def assert_json_error(r: requests.Response, status: int, *words: str) -> None:
@@ -157,11 +188,14 @@ def assert_json_error(r: requests.Response, status: int, *words: str) -> None:
 
 # ------------------------------------------------------------------------------------------ happy paths
 
+
 def test_readme_curl_commands(server, png, expected, tmp_path):
     (tmp_path / "word.png").write_bytes(png)
     port = server.rsplit(":", 1)[1]
-    for command in ('curl -X POST -F "image=@word.png" http://localhost:5000/predict',
-                    'curl -X POST -F "image=$(base64 -w 0 word.png)" http://localhost:5000/predict'):
+    for command in (
+        'curl -X POST -F "image=@word.png" http://localhost:5000/predict',
+        'curl -X POST -F "image=$(base64 -w 0 word.png)" http://localhost:5000/predict',
+    ):
         command = command.replace("curl ", f"{CURL} -s ", 1).replace(":5000", f":{port}")
         out = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert out.returncode == 0, out.stderr
@@ -172,12 +206,12 @@ def test_every_input_form_gives_the_same_answer(server, png, expected):
     url = server + "/predict"
     single = [
         requests.post(url, files={"image": ("w.png", png, "image/png")}),
-        requests.post(url, files={"image": (None, b64(png))}),                      # -F "image=<base64>"
-        requests.post(url, data={"image": b64(png)}),                                # urlencoded form
+        requests.post(url, files={"image": (None, b64(png))}),  # -F "image=<base64>"
+        requests.post(url, data={"image": b64(png)}),  # urlencoded form
         requests.post(url, json={"image": b64(png)}),
-        requests.post(url, json={"image": "data:image/png;base64," + b64(png)}),    # a browser's data: URL
-        requests.post(url, data=png, headers={"Content-Type": "image/png"}),        # the raw file as body
-        requests.post(url, json={"image": base64.encodebytes(png).decode()}),       # base64 with line breaks
+        requests.post(url, json={"image": "data:image/png;base64," + b64(png)}),  # a browser's data: URL
+        requests.post(url, data=png, headers={"Content-Type": "image/png"}),  # the raw file as body
+        requests.post(url, json={"image": base64.encodebytes(png).decode()}),  # base64 with line breaks
     ]
     for r in single:
         assert r.status_code == 200, r.text
@@ -211,8 +245,9 @@ def test_a_large_image_as_a_base64_form_field(server):
 
 def test_a_bad_image_in_a_batch_fails_alone(server, png, expected):
     truncated = png[: len(png) // 2]
-    r = requests.post(server + "/predict", json={"images": [b64(png), b64(b"hello, world"), "%%%", b64(truncated),
-                                                             b64(png)]})
+    r = requests.post(
+        server + "/predict", json={"images": [b64(png), b64(b"hello, world"), "%%%", b64(truncated), b64(png)]}
+    )
     assert r.status_code == 200, r.text
     first, text, base, trunc, last = r.json()["predictions"]
     assert first == last == expected
@@ -227,15 +262,16 @@ def test_a_bad_image_in_a_batch_fails_alone(server, png, expected):
 
 def test_beam_width(server, png, tiny):
     url = server + "/predict"
-    answers = [requests.post(url + "?beam_width=5", files={"image": ("w.png", png)}),
-               requests.post(url, files={"image": ("w.png", png)}, data={"beam_width": "5"}),
-               requests.post(url, json={"image": b64(png), "beam_width": 5})]
+    answers = [
+        requests.post(url + "?beam_width=5", files={"image": ("w.png", png)}),
+        requests.post(url, files={"image": ("w.png", png)}, data={"beam_width": "5"}),
+        requests.post(url, json={"image": b64(png), "beam_width": 5}),
+    ]
     for r in answers:
         assert r.status_code == 200, r.text
     assert answers[0].json() == answers[1].json() == answers[2].json()
     for bad in ("-1", "101", "abc", "2.5"):
-        assert_json_error(requests.post(url + f"?beam_width={bad}", files={"image": ("w.png", png)}), 400,
-                          "beam_width")
+        assert_json_error(requests.post(url + f"?beam_width={bad}", files={"image": ("w.png", png)}), 400, "beam_width")
     assert_json_error(requests.post(url, json={"image": b64(png), "beam_width": True}), 400, "beam_width")
 
 
@@ -248,7 +284,7 @@ def test_health_version_and_page(server, tiny):
     assert version["charset_size"] > 10
     page = requests.get(server + "/")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
-    assert '<input type="file" name="image"' in page.text and "fetch(\"/predict\"" in page.text
+    assert '<input type="file" name="image"' in page.text and 'fetch("/predict"' in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN or other external assets
 
 
@@ -278,6 +314,7 @@ def test_concurrent_requests_agree_with_a_single_one(server, tiny):
 
 
 # -------------------------------------------------------------------------------------------- bad input
+
 
 def test_bad_requests_get_json_errors_and_the_server_survives(server, png):
     url = server + "/predict"
@@ -324,6 +361,7 @@ def test_unknown_model_uri_is_one_clear_error(launched):
 
 
 # ------------------------------------------------------------------------------ same answer as MLflow's
+
 
 @pytest.fixture(scope="module")
 def pyfunc_model(tiny):
@@ -381,6 +419,7 @@ def test_concurrent_requests_share_model_calls(tiny, pyfunc_model):
 
 # --------------------------------------------------------------------------------- the mlflow run path
 
+
 def test_mlflow_run_entry_point(launched, tiny, png):
     proc, log, url = launched["mlflow-run"]
     wait_healthy(url, proc, log, timeout=180)
@@ -406,8 +445,9 @@ def test_mlflow_models_serve_serves_the_same_model(launched, png, expected):
         except requests.RequestException:
             pass
         time.sleep(0.3)
-    r = requests.post(url + "/invocations",
-                      json={"dataframe_split": {"columns": ["image"], "data": [[b64(png)]]}}, timeout=60)
+    r = requests.post(
+        url + "/invocations", json={"dataframe_split": {"columns": ["image"], "data": [[b64(png)]]}}, timeout=60
+    )
     assert r.status_code == 200, r.text
     (prediction,) = r.json()["predictions"]
     assert prediction["text"] == expected["text"]

@@ -1,5 +1,6 @@
 """`mlflow run . -e train` then `-e evaluate` on the session's tiny dataset, checked through the MLflow client;
 and train's resume-after-kill on the same data."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,18 @@ import pytest
 
 from steps.workflow import config
 
-TINY = ["-P", "epochs=2", "-P", "batch_size=16", "-P", "conv_filters=8,16", "-P", "rnn_units=32",
-        "-P", "dense_units=16"]
+TINY = [
+    "-P",
+    "epochs=2",
+    "-P",
+    "batch_size=16",
+    "-P",
+    "conv_filters=8,16",
+    "-P",
+    "rnn_units=32",
+    "-P",
+    "dense_units=16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +78,13 @@ def test_evaluate_logs_test_metrics_predictions_and_plots(step_chain, trained):
     assert run.data.tags["hwr.model_uri"] == model_uri
     assert run.data.tags["hwr.train_run"] == train_run.info.run_id
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {config.PREDICTIONS_FILE, "cer_histogram.png", "cer_by_length.png", "confusions.png",
-            "worst_and_best.png"} <= artifacts
+    assert {
+        config.PREDICTIONS_FILE,
+        "cer_histogram.png",
+        "cer_by_length.png",
+        "confusions.png",
+        "worst_and_best.png",
+    } <= artifacts
     import mlflow
     import pyarrow.parquet as pq
 
@@ -85,14 +101,26 @@ def test_evaluate_logs_test_metrics_predictions_and_plots(step_chain, trained):
     assert len(rows) == m["test_samples"]
     assert {"id", "truth", "prediction", "confidence", "cer", "prediction_beam"} <= set(rows[0])
     # the logged CER is the aggregate over characters, recomputable from the predictions
-    assert m["test_cer"] == pytest.approx(metrics.error_rates([r["truth"] for r in rows],
-                                                          [r["prediction"] for r in rows])["cer"])
+    assert m["test_cer"] == pytest.approx(
+        metrics.error_rates([r["truth"] for r in rows], [r["prediction"] for r in rows])["cer"]
+    )
     assert "test_cer" in {x.key for x in linked}  # metrics are linked to the logged model
 
 
 def test_train_without_data_finds_the_matching_preprocess_run(step_chain, trained):
-    proc = step_chain.run("-e", "train", "--env-manager", "local", "-P", "epochs=1", *TINY[2:],
-                          "-P", "train_ratio=0.75", "-P", "val_ratio=0.15")
+    proc = step_chain.run(
+        "-e",
+        "train",
+        "--env-manager",
+        "local",
+        "-P",
+        "epochs=1",
+        *TINY[2:],
+        "-P",
+        "train_ratio=0.75",
+        "-P",
+        "val_ratio=0.15",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"runs:/{step_chain.preprocess_run}/{config.DATASET_ARTIFACT}" in proc.stderr
     run = step_chain.newest("train")
@@ -111,8 +139,15 @@ def test_train_resumes_after_being_killed(step_chain, tmp_path):
         data_dir = mlflow.artifacts.download_artifacts(f"runs:/{step_chain.preprocess_run}/{config.DATASET_ARTIFACT}")
     finally:
         mlflow.set_tracking_uri(None)
-    cfg = TrainConfig(batch_size=16, epochs=3, learning_rate=1e-3, patience=5, augment=True, seed=1,
-                      model=ModelConfig(conv_filters=(8, 16), dense_units=16, rnn_units=(32,), dropout=0.1))
+    cfg = TrainConfig(
+        batch_size=16,
+        epochs=3,
+        learning_rate=1e-3,
+        patience=5,
+        augment=True,
+        seed=1,
+        model=ModelConfig(conv_filters=(8, 16), dense_units=16, rnn_units=(32,), dropout=0.1),
+    )
     seen = []
 
     def die_after_first(epoch, logs):

@@ -4,6 +4,7 @@ The archive holds real PNGs rendered with Pillow plus the bad cases a real scan 
 file, a truncated PNG, HTML saved as .png, a blank page, a word whose image is missing, an `err`
 line, a too-long word, malformed lines in words.txt, and a word whose character only its writer uses.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,11 +29,19 @@ from steps.inference.charset import Charset
 from steps.workflow import config
 
 H, W = 32, 128
-ALPHABET = "acdehilmnorstw"                 # every writer writes it once, so train covers it
+ALPHABET = "acdehilmnorstw"  # every writer writes it once, so train covers it
 VOCABULARY = ["the", "cat", "in", "hat", "red", "wind", "more", "list", "comet", "dream"]
 N_WRITERS = 12
-PARAMS = dict(split="writer", train_ratio=0.6, val_ratio=0.2, image_height=H, image_width=W,
-              max_label_length=24, keep_err=False, shard_size=5)
+PARAMS = dict(
+    split="writer",
+    train_ratio=0.6,
+    val_ratio=0.2,
+    image_height=H,
+    image_width=W,
+    max_label_length=24,
+    keep_err=False,
+    shard_size=5,
+)
 
 
 def cfg(seed: int, workers: int = 1, **overrides) -> PreprocessConfig:
@@ -61,9 +70,9 @@ def blank_png() -> bytes:
 @dataclass
 class Raw:
     dir: Path
-    words: dict[str, str]          # word id -> text of every well-formed line
-    writer_of: dict[str, str]      # word id -> writer
-    special: dict[str, str]        # reason -> the word id that should be dropped for it
+    words: dict[str, str]  # word id -> text of every well-formed line
+    writer_of: dict[str, str]  # word id -> writer
+    special: dict[str, str]  # reason -> the word id that should be dropped for it
 
 
 def make_raw(root: Path) -> Raw:
@@ -71,9 +80,16 @@ def make_raw(root: Path) -> Raw:
     root.mkdir(parents=True, exist_ok=True)
     lines = ["#--- words.txt", "# format: a01-000u-00-00 ok 154 408 768 27 51 AT A"]
     forms, members, words, writer_of = [], {}, {}, {}
-    special = {"err_flag": "f00-000-00-00", "too_long": "f01-000-00-00", "empty_image": "f02-000-00-00",
-               "corrupt_image": "f03-000-00-00", "not_an_image": "f04-000-00-00", "blank_image": "f05-000-00-00",
-               "missing_image": "f06-000-00-00", "out_of_charset": "f11-000-00-00"}
+    special = {
+        "err_flag": "f00-000-00-00",
+        "too_long": "f01-000-00-00",
+        "empty_image": "f02-000-00-00",
+        "corrupt_image": "f03-000-00-00",
+        "not_an_image": "f04-000-00-00",
+        "blank_image": "f05-000-00-00",
+        "missing_image": "f06-000-00-00",
+        "out_of_charset": "f11-000-00-00",
+    }
     for w in range(N_WRITERS):
         form = f"f{w:02d}-000"
         forms.append(f"{form} {w:03d} 2 prt 7 5 52 36")
@@ -91,7 +107,7 @@ def make_raw(root: Path) -> Raw:
             if word_id == special["empty_image"]:
                 data = b""
             elif word_id == special["corrupt_image"]:
-                data = data[:len(data) // 2]
+                data = data[: len(data) // 2]
             elif word_id == special["not_an_image"]:
                 data = b"<html><body>Forbidden</body></html>"
             elif word_id == special["blank_image"]:
@@ -99,8 +115,8 @@ def make_raw(root: Path) -> Raw:
             if word_id != special["missing_image"]:
                 members[f"f{w:02d}/{form}/{word_id}.png"] = data
         if w == 4:
-            lines.append("f04-000-00-09 ok 154 408")                       # too few fields
-            lines.append("f04-000-00-10 maybe 154 408 768 27 51 NN bad")   # bad flag
+            lines.append("f04-000-00-09 ok 154 408")  # too few fields
+            lines.append("f04-000-00-10 maybe 154 408 768 27 51 NN bad")  # bad flag
     with tarfile.open(root / config.WORDS_ARCHIVE, "w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
@@ -130,7 +146,7 @@ def seed_with_writer_outside_train(raw: Raw, writer: str) -> int:
 class Built:
     raw: Raw
     seed: int
-    dirs: dict[int, Path]      # workers -> dataset dir
+    dirs: dict[int, Path]  # workers -> dataset dir
     stats: dict[int, dict]
 
 
@@ -159,10 +175,19 @@ def read_shard(path: Path) -> list[dict]:
 
 # --- build end to end -----------------------------------------------------------------
 
+
 def test_drop_reasons_are_counted(built):
     assert built.stats[1]["dropped"] == {
-        "blank_image": 1, "corrupt_image": 1, "empty_image": 1, "err_flag": 1, "malformed_line": 2,
-        "missing_image": 1, "not_an_image": 1, "out_of_charset": 1, "too_long": 1}
+        "blank_image": 1,
+        "corrupt_image": 1,
+        "empty_image": 1,
+        "err_flag": 1,
+        "malformed_line": 2,
+        "missing_image": 1,
+        "not_an_image": 1,
+        "out_of_charset": 1,
+        "too_long": 1,
+    }
 
 
 def test_dropped_words_are_not_in_the_manifest_and_every_other_word_is(built):
@@ -187,7 +212,8 @@ def test_shards_are_named_by_split_index_and_count(built):
         count = built.stats[1]["shards"][split]
         assert by_split[split] == count
         assert sorted(p.name for p in out.glob(f"{split}-*.tfrecord")) == [
-            tfrecords.shard_name(split, i, count) for i in range(count)]
+            tfrecords.shard_name(split, i, count) for i in range(count)
+        ]
     # shard_size 5: shards are planned from words.txt (before any image is read), several for train
     planned, *_ = plan_for(built.raw, built.seed)
     for split in config.SPLITS:
@@ -290,7 +316,8 @@ def test_build_with_a_broken_archive_stops_with_one_clear_message(built, tmp_pat
         (raw / name).write_bytes((built.raw.dir / name).read_bytes())
     data = (built.raw.dir / config.WORDS_ARCHIVE).read_bytes()
     (raw / config.WORDS_ARCHIVE).write_bytes(
-        b"<html><body>Login required</body></html>" if damage == "html" else data[:len(data) // 2])
+        b"<html><body>Login required</body></html>" if damage == "html" else data[: len(data) // 2]
+    )
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(RawDataError, match="words.tgz"):
@@ -298,6 +325,7 @@ def test_build_with_a_broken_archive_stops_with_one_clear_message(built, tmp_pat
 
 
 # --- plan ---------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def raw(built) -> Raw:
@@ -356,12 +384,14 @@ def test_plan_without_forms_uses_the_form_as_the_writer(raw):
 
 # --- convert.convert directly ------------------------------------------------------------------------
 
+
 def test_convert_in_a_process_where_tf_already_ran_counts_missing_images_and_writes_the_rest(raw, tmp_path):
     # workers=1 converts in the caller's process; TF's thread pools are fixed once an op has run.
     assert int(tf.constant(1) + 1) == 2
     samples, _, _, shard_counts = plan_for(raw, seed=5)
-    result = convert.convert(raw.dir / config.WORDS_ARCHIVE, samples, shard_counts, H, W, tmp_path,
-                             workers=1, progress=False, previews=2)
+    result = convert.convert(
+        raw.dir / config.WORDS_ARCHIVE, samples, shard_counts, H, W, tmp_path, workers=1, progress=False, previews=2
+    )
     assert sum(result.dropped.values()) + len(result.written) == len(samples)
     assert result.dropped["missing_image"] == 1
     assert all(len(v) <= 2 for v in result.previews.values())

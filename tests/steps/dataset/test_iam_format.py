@@ -1,4 +1,5 @@
 """steps.iam: words.txt/forms.txt parsing and streaming word images out of a real tar.gz."""
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,15 @@ a01-003-00-00 ok 150 1 2 3 4 NN two words
 def test_parse_words_fields_and_comments():
     words, malformed = iam.parse_words(WORDS_TXT.splitlines())
     by_id = {w.id: w for w in words}
-    assert list(by_id) == ["a01-000u-00-00", "a01-000u-00-01", "a01-000u-00-02", "a01-000u-00-03",
-                           "a01-000u-01-00", "r06-022-03-05", "a01-003-00-00"]
+    assert list(by_id) == [
+        "a01-000u-00-00",
+        "a01-000u-00-01",
+        "a01-000u-00-02",
+        "a01-000u-00-03",
+        "a01-000u-01-00",
+        "r06-022-03-05",
+        "a01-003-00-00",
+    ]
     w = by_id["a01-000u-00-01"]
     assert w == iam.Word("a01-000u-00-01", True, 154, (507, 766, 213, 48), "NN", "MOVE")
     assert w.form == "a01-000u"
@@ -54,13 +62,18 @@ def test_parse_words_counts_malformed_lines_with_their_numbers():
     # too few fields, bad flag, non-integer box, id without line/word numbers
     assert [lines[n - 1] for n in numbers] == [line for _, line in malformed]
     assert [line.split(" ")[0] for _, line in malformed] == [
-        "a01-000u-00-04", "a01-000u-00-05", "a01-000u-00-06", "a01-000u"]
+        "a01-000u-00-04",
+        "a01-000u-00-05",
+        "a01-000u-00-06",
+        "a01-000u",
+    ]
     assert numbers == [12, 13, 14, 16]
 
 
 def test_parse_words_keeps_extra_fields_as_text_and_strips_line_ends():
-    words, malformed = iam.parse_words(["a01-000u-00-00 ok 154 408 768 27 51 AT A\r\n",
-                                        "a01-003-00-00 ok 150 1 2 3 4 NN two words\n"])
+    words, malformed = iam.parse_words(
+        ["a01-000u-00-00 ok 154 408 768 27 51 AT A\r\n", "a01-003-00-00 ok 150 1 2 3 4 NN two words\n"]
+    )
     assert not malformed
     assert [w.text for w in words] == ["A", "two words"]
 
@@ -71,29 +84,34 @@ def test_parse_words_of_nothing():
 
 
 def test_parse_forms():
-    forms = iam.parse_forms([
-        "#--- forms.txt",
-        "# format: a01-000u 000 2 prt 7 5 52 36",
-        "a01-000u 000 2 prt 7 5 52 36",
-        "a01-000x 000 2 prt 7 5 52 36",
-        "r06-022 552 3 cut 1 2 3 4",
-        "",
-        "lonely",
-    ])
+    forms = iam.parse_forms(
+        [
+            "#--- forms.txt",
+            "# format: a01-000u 000 2 prt 7 5 52 36",
+            "a01-000u 000 2 prt 7 5 52 36",
+            "a01-000x 000 2 prt 7 5 52 36",
+            "r06-022 552 3 cut 1 2 3 4",
+            "",
+            "lonely",
+        ]
+    )
     assert forms == {"a01-000u": "000", "a01-000x": "000", "r06-022": "552"}
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("a01/a01-000u/a01-000u-00-00.png", "a01-000u-00-00"),
-    ("words/a01/a01-000u/a01-000u-00-01.PNG", "a01-000u-00-01"),
-    ("a01-000u-00-02.tif", "a01-000u-00-02"),
-    ("x/a01-000u-00-03.tiff", "a01-000u-00-03"),
-    ("x/a01-000u-00-04.jpg", "a01-000u-00-04"),
-    ("x/a01-000u-00-05.jpeg", "a01-000u-00-05"),
-    ("a01/a01-000u/", None),
-    ("a01/README.txt", None),
-    ("words.txt", None),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("a01/a01-000u/a01-000u-00-00.png", "a01-000u-00-00"),
+        ("words/a01/a01-000u/a01-000u-00-01.PNG", "a01-000u-00-01"),
+        ("a01-000u-00-02.tif", "a01-000u-00-02"),
+        ("x/a01-000u-00-03.tiff", "a01-000u-00-03"),
+        ("x/a01-000u-00-04.jpg", "a01-000u-00-04"),
+        ("x/a01-000u-00-05.jpeg", "a01-000u-00-05"),
+        ("a01/a01-000u/", None),
+        ("a01/README.txt", None),
+        ("words.txt", None),
+    ],
+)
 def test_member_id(name, expected):
     assert iam.member_id(name) == expected
 
@@ -138,6 +156,6 @@ def test_iter_images_on_a_truncated_archive_raises_instead_of_ending_quietly(tmp
     archive = tmp_path / "words.tgz"
     _archive(archive, {f"a/a-00-00-{i:02d}.png": os.urandom(5000) for i in range(20)})
     data = archive.read_bytes()
-    archive.write_bytes(data[:len(data) // 2])
+    archive.write_bytes(data[: len(data) // 2])
     with pytest.raises(tarfile.ReadError):
         list(iam.iter_images(archive))

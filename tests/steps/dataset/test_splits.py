@@ -1,4 +1,5 @@
 """steps.splits: writer-independent, deterministic, ratios held in samples, every split non-empty."""
+
 from __future__ import annotations
 
 import random
@@ -88,8 +89,10 @@ def test_fewer_than_three_units_do_not_crash():
     assert splits.assign([], 0.75, 0.15, 0) == {}
 
 
-@pytest.mark.parametrize("train_ratio, val_ratio", [(0, 0.1), (1.0, 0.0), (0.9, 0.1), (0.95, 0.1), (0.5, -0.1),
-                                                     (-0.5, 0.1), (0.5, 1.0), (1.5, 0.0)])
+@pytest.mark.parametrize(
+    "train_ratio, val_ratio",
+    [(0, 0.1), (1.0, 0.0), (0.9, 0.1), (0.95, 0.1), (0.5, -0.1), (-0.5, 0.1), (0.5, 1.0), (1.5, 0.0)],
+)
 def test_check_ratios_rejects_impossible_ratios_with_a_clear_message(train_ratio, val_ratio):
     with pytest.raises(ValueError, match="the rest is the test split"):
         splits.check_ratios(train_ratio, val_ratio)

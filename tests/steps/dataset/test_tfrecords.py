@@ -1,4 +1,5 @@
 """steps.tfrecords: the writer and the parser agree, on real TFRecord files read back through tf.data."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,9 +14,16 @@ H, W = 32, 128
 
 def samples(n: int, seed: int = 0) -> list[tuple[str, str, str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    texts = ["a", "the", "Quick,", "été", "l'eau", "\"42\"", "x" * 24]
-    return [(f"a01-{i:03d}u-00-{i:02d}", f"w{i % 3:03d}", texts[i % len(texts)],
-             rng.integers(0, 256, (H, W, 1), dtype=np.uint8)) for i in range(n)]
+    texts = ["a", "the", "Quick,", "été", "l'eau", '"42"', "x" * 24]
+    return [
+        (
+            f"a01-{i:03d}u-00-{i:02d}",
+            f"w{i % 3:03d}",
+            texts[i % len(texts)],
+            rng.integers(0, 256, (H, W, 1), dtype=np.uint8),
+        )
+        for i in range(n)
+    ]
 
 
 def write(path, items) -> None:
@@ -40,14 +48,14 @@ def test_round_trip_n_written_n_read_same_bytes_text_id_writer(tmp_path):
 
 
 def test_parse_works_eagerly_on_one_record():
-    (sample_id, writer, text, canvas), = samples(1)
+    ((sample_id, writer, text, canvas),) = samples(1)
     ex = tfrecords.parse(tf.constant(tfrecords.serialize(sample_id, writer, text, canvas)), H, W)
     np.testing.assert_array_equal(ex["image"].numpy(), canvas)
     assert ex["text"].numpy().decode() == text
 
 
 def test_parse_with_the_wrong_canvas_size_fails_loudly():
-    (sample_id, writer, text, canvas), = samples(1)
+    ((sample_id, writer, text, canvas),) = samples(1)
     record = tf.constant(tfrecords.serialize(sample_id, writer, text, canvas))
     with pytest.raises(tf.errors.InvalidArgumentError):
         tfrecords.parse(record, H, W * 2)
@@ -66,16 +74,28 @@ def test_shard_name_follows_the_pattern():
 
 
 def test_shard_files_globs_one_split_sorted(tmp_path):
-    for name in ["train-00001-of-00003.tfrecord", "train-00000-of-00003.tfrecord", "train-00002-of-00003.tfrecord",
-                 "val-00000-of-00001.tfrecord", "test-00000-of-00001.tfrecord",
-                 "train.tfrecord", "trainx-00000-of-00001.tfrecord", "train-00000-of-00003.tfrecord.tmp",
-                 "manifest.parquet", "charset.json"]:
+    for name in [
+        "train-00001-of-00003.tfrecord",
+        "train-00000-of-00003.tfrecord",
+        "train-00002-of-00003.tfrecord",
+        "val-00000-of-00001.tfrecord",
+        "test-00000-of-00001.tfrecord",
+        "train.tfrecord",
+        "trainx-00000-of-00001.tfrecord",
+        "train-00000-of-00003.tfrecord.tmp",
+        "manifest.parquet",
+        "charset.json",
+    ]:
         (tmp_path / name).write_bytes(b"")
     files = tfrecords.shard_files(str(tmp_path), "train")
     assert [f.rsplit("/", 1)[-1] for f in files] == [
-        "train-00000-of-00003.tfrecord", "train-00001-of-00003.tfrecord", "train-00002-of-00003.tfrecord"]
+        "train-00000-of-00003.tfrecord",
+        "train-00001-of-00003.tfrecord",
+        "train-00002-of-00003.tfrecord",
+    ]
     assert [f.rsplit("/", 1)[-1] for f in tfrecords.shard_files(str(tmp_path) + "/", "val")] == [
-        "val-00000-of-00001.tfrecord"]
+        "val-00000-of-00001.tfrecord"
+    ]
     assert tfrecords.shard_files(str(tmp_path / "missing"), "train") == []
 
 

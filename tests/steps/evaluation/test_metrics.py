@@ -1,4 +1,5 @@
 """steps.evaluation.metrics: error rates against hand-counted edits, and the alignment of edits."""
+
 from __future__ import annotations
 
 import math
@@ -9,23 +10,39 @@ from steps.evaluation import metrics
 
 # --- edit distance, error rates, alignment ----------------------------------------------------
 
-@pytest.mark.parametrize("a, b, d", [
-    ("kitten", "sitting", 3), ("", "", 0), ("", "abc", 3), ("abc", "", 3), ("abc", "abc", 0),
-    ("cat", "cut", 1), ("cat", "cart", 1), ("cat", "ct", 1), ("abc", "cba", 2), ("flaw", "lawn", 2),
-    (["the", "cat"], ["the", "hat"], 1), (["a", "b", "c"], ["c"], 2),
-])
+
+@pytest.mark.parametrize(
+    "a, b, d",
+    [
+        ("kitten", "sitting", 3),
+        ("", "", 0),
+        ("", "abc", 3),
+        ("abc", "", 3),
+        ("abc", "abc", 0),
+        ("cat", "cut", 1),
+        ("cat", "cart", 1),
+        ("cat", "ct", 1),
+        ("abc", "cba", 2),
+        ("flaw", "lawn", 2),
+        (["the", "cat"], ["the", "hat"], 1),
+        (["a", "b", "c"], ["c"], 2),
+    ],
+)
 def test_edit_distance(a, b, d):
     assert metrics.edit_distance(a, b) == d
     assert metrics.edit_distance(b, a) == d
 
 
-@pytest.mark.parametrize("ref, hyp, char_errors", [
-    ("cat", "cut", 1),   # substitution
-    ("cat", "cart", 1),  # insertion
-    ("cat", "ct", 1),    # deletion
-    ("cat", "", 3),      # empty hypothesis: every character deleted
-    ("cat", "cat", 0),
-])
+@pytest.mark.parametrize(
+    "ref, hyp, char_errors",
+    [
+        ("cat", "cut", 1),  # substitution
+        ("cat", "cart", 1),  # insertion
+        ("cat", "ct", 1),  # deletion
+        ("cat", "", 3),  # empty hypothesis: every character deleted
+        ("cat", "cat", 0),
+    ],
+)
 def test_error_rates_single_word(ref, hyp, char_errors):
     r = metrics.error_rates([ref], [hyp])
     assert r["char_errors"] == char_errors and r["chars"] == 3
@@ -55,7 +72,7 @@ def test_error_rates_all_empty_references_do_not_divide_by_zero():
 def test_wer_over_words():
     r = metrics.error_rates(["the quick brown fox"], ["the quack brown"])
     assert r["word_errors"] == 2 and r["words"] == 4 and r["wer"] == 0.5  # quack (sub), fox (del)
-    assert r["char_errors"] == 5 and r["chars"] == 19                      # i->a, " fox" deleted
+    assert r["char_errors"] == 5 and r["chars"] == 19  # i->a, " fox" deleted
     assert r["cer"] == pytest.approx(5 / 19)
 
 
@@ -70,20 +87,25 @@ def test_error_rates_need_pairs():
         metrics.error_rates(["a", "b"], ["a"])
 
 
-@pytest.mark.parametrize("ref, hyp, pairs", [
-    ("cat", "cut", [("c", "c"), ("a", "u"), ("t", "t")]),
-    ("cat", "ct", [("c", "c"), ("a", ""), ("t", "t")]),
-    ("cat", "cart", [("c", "c"), ("a", "a"), ("", "r"), ("t", "t")]),
-    ("", "ab", [("", "a"), ("", "b")]),
-    ("ab", "", [("a", ""), ("b", "")]),
-    ("", "", []),
-])
+@pytest.mark.parametrize(
+    "ref, hyp, pairs",
+    [
+        ("cat", "cut", [("c", "c"), ("a", "u"), ("t", "t")]),
+        ("cat", "ct", [("c", "c"), ("a", ""), ("t", "t")]),
+        ("cat", "cart", [("c", "c"), ("a", "a"), ("", "r"), ("t", "t")]),
+        ("", "ab", [("", "a"), ("", "b")]),
+        ("ab", "", [("a", ""), ("b", "")]),
+        ("", "", []),
+    ],
+)
 def test_alignment_hand_computed(ref, hyp, pairs):
     assert metrics.alignment(ref, hyp) == pairs
 
 
-@pytest.mark.parametrize("ref, hyp", [("kitten", "sitting"), ("handwriting", "hndwritting"), ("abc", "xyz"),
-                                      ("the quick", "th quick!"), ("a", "bbbb")])
+@pytest.mark.parametrize(
+    "ref, hyp",
+    [("kitten", "sitting"), ("handwriting", "hndwritting"), ("abc", "xyz"), ("the quick", "th quick!"), ("a", "bbbb")],
+)
 def test_alignment_is_a_minimal_edit_path(ref, hyp):
     pairs = metrics.alignment(ref, hyp)
     assert "".join(r for r, _ in pairs) == ref

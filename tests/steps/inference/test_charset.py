@@ -1,4 +1,5 @@
 """steps.charset: blank 0, characters 1..n sorted, the file is the truth and a bad file is an error."""
+
 from __future__ import annotations
 
 import json
@@ -66,13 +67,13 @@ def test_covers():
 
 def test_json_round_trip_keeps_the_order_even_if_not_sorted(tmp_path):
     # The file is the truth: a charset read back is used as stored, never re-sorted.
-    cs = Charset(("b", "a", "ü", " ", "\""))
+    cs = Charset(("b", "a", "ü", " ", '"'))
     assert Charset.from_json(cs.to_json()) == cs
     cs.save(tmp_path / "charset.json")
     loaded = Charset.load(tmp_path / "charset.json")
     assert loaded == cs and loaded.encode("a") == [2]
     doc = json.loads((tmp_path / "charset.json").read_text(encoding="utf-8"))
-    assert doc == {"characters": ["b", "a", "ü", " ", "\""], "blank_index": 0}
+    assert doc == {"characters": ["b", "a", "ü", " ", '"'], "blank_index": 0}
 
 
 def test_missing_file_raises_charset_error(tmp_path):
@@ -80,18 +81,21 @@ def test_missing_file_raises_charset_error(tmp_path):
         Charset.load(tmp_path / "nope.json")
 
 
-@pytest.mark.parametrize("content", [
-    "",                                                   # empty file
-    "{not json",                                          # broken JSON
-    "[\"a\", \"b\"]",                                     # not an object
-    "{\"chars\": [\"a\"]}",                               # wrong key
-    "{\"characters\": [\"a\", \"a\"]}",                   # duplicate
-    "{\"characters\": [\"ab\"]}",                         # not single characters
-    "{\"characters\": [1, 2]}",                           # not strings
-    "{\"characters\": [\"a\"], \"blank_index\": 1}",      # another blank index
-    "{\"characters\": \"abc\"}",                          # a string, not a list
-    "{\"characters\": null}",                             # null
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "",  # empty file
+        "{not json",  # broken JSON
+        '["a", "b"]',  # not an object
+        '{"chars": ["a"]}',  # wrong key
+        '{"characters": ["a", "a"]}',  # duplicate
+        '{"characters": ["ab"]}',  # not single characters
+        '{"characters": [1, 2]}',  # not strings
+        '{"characters": ["a"], "blank_index": 1}',  # another blank index
+        '{"characters": "abc"}',  # a string, not a list
+        '{"characters": null}',  # null
+    ],
+)
 def test_malformed_file_raises_charset_error(tmp_path, content):
     path = tmp_path / "charset.json"
     path.write_text(content, encoding="utf-8")

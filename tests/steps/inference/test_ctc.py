@@ -1,4 +1,5 @@
 """steps.inference.ctc: decoding against hand-computed paths."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,7 @@ import tensorflow as tf
 
 from steps.inference import ctc
 
-CHARS = ["e", "h", "l", "o"]          # class i + 1; class 0 is the blank
+CHARS = ["e", "h", "l", "o"]  # class i + 1; class 0 is the blank
 CLS = {"-": 0, **{c: i + 1 for i, c in enumerate(CHARS)}}
 CHARACTERS = tf.constant(CHARS)
 
@@ -28,15 +29,18 @@ def texts(tensor: tf.Tensor) -> list[str]:
     return [t.decode("utf-8") for t in tensor.numpy()]
 
 
-@pytest.mark.parametrize("path, expected", [
-    ("hhe-l-lo", "hello"),     # repeats collapse; a blank separates the doubled l
-    ("hhellllo", "helo"),      # without a blank a doubled letter collapses to one
-    ("--h--e--", "he"),
-    ("hel-lo--", "hello"),
-    ("--------", ""),          # all blank -> empty string
-    ("l-l-l-l-", "llll"),
-    ("o", "o"),
-])
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("hhe-l-lo", "hello"),  # repeats collapse; a blank separates the doubled l
+        ("hhellllo", "helo"),  # without a blank a doubled letter collapses to one
+        ("--h--e--", "he"),
+        ("hel-lo--", "hello"),
+        ("--------", ""),  # all blank -> empty string
+        ("l-l-l-l-", "llll"),
+        ("o", "o"),
+    ],
+)
 def test_greedy_decode_hand_computed(path, expected):
     out, confidence = ctc.decode(tf.constant(logits_for([path])), CHARACTERS)
     assert texts(out) == [expected]

@@ -3,6 +3,7 @@
 Every image here is real encoded bytes written by Pillow; every op is checked eagerly and inside
 tf.data (graph mode), and the two must agree bit for bit.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,7 +27,7 @@ def encode(array: np.ndarray, fmt: str, mode: str | None = None, **save_args) ->
 def page(height: int, width: int, box: tuple[int, int, int, int], paper: int = 255, ink: int = 0) -> np.ndarray:
     """Gray page of `paper` with a filled rectangle of `ink` at rows box[0]:box[1], columns box[2]:box[3]."""
     a = np.full((height, width), paper, np.uint8)
-    a[box[0]:box[1], box[2]:box[3]] = ink
+    a[box[0] : box[1], box[2] : box[3]] = ink
     return a
 
 
@@ -48,13 +49,15 @@ PNG = encode(WIDE, "PNG")
 
 # --- formats ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("fmt", imaging.SUPPORTED_FORMATS)
 def test_sniff_format_names_every_supported_format(fmt):
     assert imaging.sniff_format(encode(WIDE, fmt)) == fmt
 
 
-@pytest.mark.parametrize("data", [b"", b"hello world", b"<html><body>not found</body></html>", b"PK\x03\x04zip",
-                                  b"\x00\x00\x00\x0cjP  "])
+@pytest.mark.parametrize(
+    "data", [b"", b"hello world", b"<html><body>not found</body></html>", b"PK\x03\x04zip", b"\x00\x00\x00\x0cjP  "]
+)
 def test_sniff_format_rejects_what_is_not_a_supported_image(data):
     assert imaging.sniff_format(data) is None
 
@@ -120,8 +123,11 @@ def test_animated_gif_uses_the_first_frame():
 @pytest.mark.parametrize("damage", ["truncated", "header_only", "garbage_after_magic"])
 def test_corrupt_bytes_raise_invalid_argument(fmt, damage):
     data = encode(WIDE, fmt)
-    bad = {"truncated": data[:len(data) // 2], "header_only": data[:8],
-           "garbage_after_magic": data[:4] + b"\x00" * 64}[damage]
+    bad = {
+        "truncated": data[: len(data) // 2],
+        "header_only": data[:8],
+        "garbage_after_magic": data[:4] + b"\x00" * 64,
+    }[damage]
     with pytest.raises(tf.errors.InvalidArgumentError):
         imaging.preprocess_bytes(tf.constant(bad), H, W)
 
@@ -134,6 +140,7 @@ def test_bytes_of_no_image_format_raise_invalid_argument_eagerly_and_in_tf_data(
 
 
 # --- geometry: aspect kept, padding is paper, ink high --------------------------------------------
+
 
 def test_wide_image_keeps_the_aspect_ratio_of_its_ink():
     canvas = imaging.preprocess_bytes(tf.constant(PNG), H, W).numpy()
@@ -191,7 +198,7 @@ def test_blank_page_gives_an_all_paper_canvas():
 def test_tiny_and_huge_aspect_images_still_fill_a_valid_canvas():
     for shape in [(1, 1), (3, 2000), (2000, 3)]:
         a = np.full(shape, 255, np.uint8)
-        a.flat[:len(a.flat) // 4] = 0  # a quarter ink
+        a.flat[: len(a.flat) // 4] = 0  # a quarter ink
         canvas = imaging.preprocess_bytes(tf.constant(encode(a, "PNG")), H, W).numpy()
         assert canvas.shape == (H, W, 1) and canvas.dtype == np.uint8
         assert canvas.any() or shape == (1, 1)
@@ -252,8 +259,11 @@ def test_to_model_input_is_the_same_eagerly_and_in_tf_data():
 
 def test_a_dataset_of_mixed_formats_and_sizes_maps_to_uniform_canvases():
     names = sorted(SAMPLES)
-    ds = tf.data.Dataset.from_tensor_slices([SAMPLES[n] for n in names]).map(
-        lambda d: imaging.preprocess_bytes(d, H, W)).batch(len(names))
+    ds = (
+        tf.data.Dataset.from_tensor_slices([SAMPLES[n] for n in names])
+        .map(lambda d: imaging.preprocess_bytes(d, H, W))
+        .batch(len(names))
+    )
     batch = next(iter(ds)).numpy()
     assert batch.shape == (len(names), H, W, 1) and batch.dtype == np.uint8
     for i, n in enumerate(names):

@@ -4,6 +4,7 @@ The model is the one trained by tests/steps/test_model.py's overfit() (cached fo
 the texts compared are real words, not the noise of an untrained net. It is exported, logged to a
 temporary sqlite tracking store, and loaded back through mlflow.pyfunc.load_model, as serve does.
 """
+
 from __future__ import annotations
 
 import io
@@ -87,6 +88,7 @@ def png_claiming_size(width: int, height: int) -> bytes:
 
 # --- no training/serving skew ---------------------------------------------------------------------
 
+
 def test_pyfunc_predict_gives_the_training_path_text_for_every_image(logged):
     run = logged.run
     for word, png in zip(run.words, run.pngs):
@@ -117,8 +119,9 @@ def test_new_images_unseen_in_training_also_agree(logged):
 def test_saved_model_preprocessing_is_bit_identical_to_imaging(logged):
     module = logged.python_model.module
     for png in logged.run.pngs[:3]:
-        np.testing.assert_array_equal(module.preprocess(tf.constant(png)).numpy(),
-                                      imaging.preprocess_bytes(tf.constant(png), H, W).numpy())
+        np.testing.assert_array_equal(
+            module.preprocess(tf.constant(png)).numpy(), imaging.preprocess_bytes(tf.constant(png), H, W).numpy()
+        )
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "BMP", "GIF"])
@@ -137,12 +140,15 @@ def test_beam_search_param_agrees_on_a_confident_model(logged):
 
 # --- bad input ----------------------------------------------------------------------------------
 
+
 def test_recognize_isolates_bad_images(logged):
     run = logged.run
     good_a, good_b = run.pngs[0], run.pngs[1]
-    results = logged.python_model.recognize([good_a, b"", b"<html>404</html>", good_a[:len(good_a) // 2], good_b])
-    assert results[0] == {"text": training_path(run, good_a)[0], "confidence": pytest.approx(
-        training_path(run, good_a)[1], abs=1e-4)}
+    results = logged.python_model.recognize([good_a, b"", b"<html>404</html>", good_a[: len(good_a) // 2], good_b])
+    assert results[0] == {
+        "text": training_path(run, good_a)[0],
+        "confidence": pytest.approx(training_path(run, good_a)[1], abs=1e-4),
+    }
     assert results[1] == {"error": "empty file"}
     assert "not an image in a supported format" in results[2]["error"] and "TIFF" in results[2]["error"]
     assert results[3] == {"error": "corrupt PNG image"}
@@ -160,19 +166,25 @@ def test_max_pixels_limit_is_enforced_with_a_clear_message(logged):
     png = logged.run.pngs[0]
     width, height = Image.open(io.BytesIO(png)).size
     results = model.recognize([png, png], max_pixels=width * height - 1)
-    assert results[0] == results[1] == {
-        "error": f"image of {width}x{height} pixels exceeds the limit of {width * height - 1} pixels"}
+    assert (
+        results[0]
+        == results[1]
+        == {"error": f"image of {width}x{height} pixels exceeds the limit of {width * height - 1} pixels"}
+    )
     assert "text" in model.recognize([png], max_pixels=width * height)[0]
 
 
 def test_default_max_pixels_refuses_a_decompression_bomb_before_decoding(logged):
     bomb = png_claiming_size(30_000, 30_000)  # 900 Mpixels claimed, a few hundred bytes on disk
     assert len(bomb) < 10_000
-    result, = logged.python_model.recognize([bomb])
-    assert result == {"error": f"image of 30000x30000 pixels exceeds the limit of {recognizer.DEFAULT_MAX_PIXELS} pixels"}
+    (result,) = logged.python_model.recognize([bomb])
+    assert result == {
+        "error": f"image of 30000x30000 pixels exceeds the limit of {recognizer.DEFAULT_MAX_PIXELS} pixels"
+    }
 
 
 # --- the charset travels with the model -------------------------------------------------------------
+
 
 @pytest.fixture
 def downloaded(logged, tmp_path) -> Path:
@@ -208,14 +220,21 @@ def test_missing_charset_is_refused(downloaded):
 
 # --- loading --------------------------------------------------------------------------------------
 
+
 def test_load_returns_a_working_model(logged):
     model = loading.load(logged.model_uri)
     assert isinstance(model, recognizer.HandwritingModel)
     assert model.recognize([logged.run.pngs[3]])[0]["text"] == training_path(logged.run, logged.run.pngs[3])[0]
 
 
-@pytest.mark.parametrize("uri", ["models:/NoSuchModel/1", "models:/NoSuchModel@champion",
-                                 "runs:/0123456789abcdef0123456789abcdef/handwriting_recognition_model"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "models:/NoSuchModel/1",
+        "models:/NoSuchModel@champion",
+        "runs:/0123456789abcdef0123456789abcdef/handwriting_recognition_model",
+    ],
+)
 def test_load_of_an_unknown_uri_raises_lookup_error(logged, uri):
     with pytest.raises(LookupError, match=re.escape(f"cannot load model {uri!r}")) as error:
         loading.load(uri)

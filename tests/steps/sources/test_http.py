@@ -1,4 +1,5 @@
 """steps.sources (http, archives, iam) against a real HTTP server on loopback and real archives built here."""
+
 from __future__ import annotations
 
 import hashlib
@@ -22,6 +23,7 @@ FAST = {"backoff": 0.01, "progress": False}  # retry quickly in tests
 
 # ---------------------------------------------------------------- archive builders (shared with test_download)
 
+
 def png(seed: int = 0) -> bytes:
     """A small noisy grayscale PNG (noise: so archives are a few KB and cuts land mid-file)."""
     buf = io.BytesIO()
@@ -35,8 +37,10 @@ def member_name(word_id: str) -> str:
 
 
 def words_txt(ids=IDS) -> bytes:
-    lines = ["#--- words.txt test copy", *(f"{w} {'ok' if i % 3 else 'err'} 154 408 768 27 51 AT w{i}"
-                                          for i, w in enumerate(ids))]
+    lines = [
+        "#--- words.txt test copy",
+        *(f"{w} {'ok' if i % 3 else 'err'} 154 408 768 27 51 AT w{i}" for i, w in enumerate(ids)),
+    ]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -87,7 +91,7 @@ def mirror_zip(path: Path, with_words_txt: bool = True, hostile: str = "", tgz: 
             zf.writestr("/tmp/evil.txt", b"x")
         elif hostile == "symlink":
             info = zipfile.ZipInfo("IAM_Words/link")
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, "/etc/passwd")
     return path
 
@@ -115,6 +119,7 @@ def prepare(source: str, out: Path, **kw) -> dict:
 
 
 # ---------------------------------------------------------------- success paths
+
 
 def test_mirror_zip_over_http(http_server, out):
     z = mirror_zip(http_server.root / "IAM_Words.zip")
@@ -213,6 +218,7 @@ def test_cache_hit_makes_no_request(http_server, tmp_path):
 
 # ---------------------------------------------------------------- distinct errors
 
+
 def test_checksum_mismatch_deletes_the_download(http_server, tmp_path):
     z = mirror_zip(http_server.root / "IAM_Words.zip")
     url, wrong = http_server.url + "IAM_Words.zip", "0" * 64
@@ -260,9 +266,15 @@ def test_401_says_to_set_credentials(http_server, out):
         prepare(http_server.url + "data/", out, auth=(USER, "wrong"))
 
 
-@pytest.mark.parametrize("where, hostile", [(w, h) for w in ("zip", "tgz")
-                                            for h in ("dotdot", "absolute", "symlink", "hardlink")
-                                            if (w, h) != ("zip", "hardlink")])  # zip has no hard links
+@pytest.mark.parametrize(
+    "where, hostile",
+    [
+        (w, h)
+        for w in ("zip", "tgz")
+        for h in ("dotdot", "absolute", "symlink", "hardlink")
+        if (w, h) != ("zip", "hardlink")
+    ],
+)  # zip has no hard links
 def test_hostile_members_are_refused(tmp_path, out, where, hostile):
     z = tmp_path / "IAM_Words.zip"
     if where == "zip":

@@ -1,4 +1,5 @@
 """The synthetic dataset: IAM's exact layout, deterministic, writer-consistent, legible-looking images."""
+
 from __future__ import annotations
 
 import io
@@ -20,8 +21,11 @@ WORD_ID = re.compile(r"^(([a-z]\d{2})-\d{3}[a-z]?)-(\d{2})-(\d{2})$")
 
 
 def _data_lines(path):
-    return [line.rstrip("\n").split(" ") for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if not line.startswith("#")]
+    return [
+        line.rstrip("\n").split(" ")
+        for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if not line.startswith("#")
+    ]
 
 
 def _members(path) -> list[tuple[tarfile.TarInfo, bytes]]:
@@ -33,8 +37,7 @@ def _members(path) -> list[tuple[tarfile.TarInfo, bytes]]:
 def generated(tmp_path_factory):
     """Two generations with the same arguments, one with another seed: (dir a, dir b, dir c, counts of a)."""
     dirs = [tmp_path_factory.mktemp(name) for name in "abc"]
-    counts = [synthetic.generate(d, NUM_WORDS, NUM_WRITERS, seed, progress=False)
-              for d, seed in zip(dirs, (3, 3, 4))]
+    counts = [synthetic.generate(d, NUM_WORDS, NUM_WRITERS, seed, progress=False) for d, seed in zip(dirs, (3, 3, 4))]
     return (*dirs, counts[0])
 
 
@@ -43,7 +46,9 @@ def test_deterministic_and_seed_dependent(generated):
     for name in (config.WORDS_TXT, config.WORDS_ARCHIVE):
         assert (a / name).read_bytes() == (b / name).read_bytes(), f"{name} differs between identical runs"
         assert (a / name).read_bytes() != (c / name).read_bytes(), f"{name} ignores the seed"
-    assert sorted(p.name for p in a.iterdir()) == sorted([config.WORDS_TXT, config.WORDS_ARCHIVE, config.FORMS_TXT])  # no leftovers
+    assert sorted(p.name for p in a.iterdir()) == sorted(
+        [config.WORDS_TXT, config.WORDS_ARCHIVE, config.FORMS_TXT]
+    )  # no leftovers
 
 
 def test_same_bytes_with_worker_processes(tmp_path, monkeypatch):
@@ -193,8 +198,10 @@ def test_every_font_renders_iam_charset():
             assert np.asarray(glyph(ch)).max() > 128, (path.name, ch)
         overlaps = []
         for lower in "abdeghmqr":
-            small, capital = (np.asarray(g.crop(g.getbbox()).resize((24, 24), Image.Resampling.BILINEAR)) > 100
-                              for g in (glyph(lower), glyph(lower.upper())))
+            small, capital = (
+                np.asarray(g.crop(g.getbbox()).resize((24, 24), Image.Resampling.BILINEAR)) > 100
+                for g in (glyph(lower), glyph(lower.upper()))
+            )
             overlaps.append((small & capital).sum() / (small | capital).sum())
         assert np.mean(overlaps) < 0.55, (path.name, np.mean(overlaps))
 

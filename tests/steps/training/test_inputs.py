@@ -1,5 +1,6 @@
 """steps.training.inputs and steps.dataset.reader: label encoding, augmentation and the tf.data pipeline over a
 real dataset directory."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,11 @@ from steps.training import inputs
 from steps.workflow import config
 
 H, W, MAX_LEN = 32, 128, 12
-TEXTS = {"train": ["hello", "a", "world", "its", "the", "l'eau", "ok", "dog", "zebra", "hi", "x"],
-         "val": ["cat", "ill"], "test": ["eat"]}
+TEXTS = {
+    "train": ["hello", "a", "world", "its", "the", "l'eau", "ok", "dog", "zebra", "hi", "x"],
+    "val": ["cat", "ill"],
+    "test": ["eat"],
+}
 
 
 def canvas(seed: int) -> np.ndarray:
@@ -26,7 +30,7 @@ def canvas(seed: int) -> np.ndarray:
     c = np.zeros((H, W, 1), np.uint8)
     for _ in range(6):
         y, x = rng.integers(4, H - 8), rng.integers(8, W - 20)
-        c[y:y + 4, x:x + 14] = 255
+        c[y : y + 4, x : x + 14] = 255
     return c
 
 
@@ -45,13 +49,18 @@ def dataset_dir(tmp_path_factory):
             n += 1
         for w in writers:
             w.close()
-    stats = {"image_height": H, "image_width": W, "max_label_length": MAX_LEN,
-             "samples": {k: len(v) for k, v in TEXTS.items()}}
+    stats = {
+        "image_height": H,
+        "image_width": W,
+        "max_label_length": MAX_LEN,
+        "samples": {k: len(v) for k, v in TEXTS.items()},
+    }
     (root / config.STATS_FILE).write_text(json.dumps(stats))
     return root
 
 
 # --- label_encoder ------------------------------------------------------------------------------
+
 
 def test_label_encoder_pads_with_blank_and_keeps_the_true_length():
     chars = Charset.from_texts(["hello world"])
@@ -86,6 +95,7 @@ def test_label_encoder_refuses_a_label_longer_than_max_length():
 
 # --- augment ----------------------------------------------------------------------------------
 
+
 def test_augment_keeps_shape_and_dtype_and_changes_the_image():
     c = tf.constant(canvas(0))
     out = inputs.augment(c, tf.constant([1, 2], tf.int64)).numpy()
@@ -119,6 +129,7 @@ def test_augment_keeps_most_of_the_ink():
 
 
 # --- reading a dataset directory -------------------------------------------------------------------
+
 
 def test_records_cardinality_matches_stats_and_records_round_trip(dataset_dir):
     for split, texts in TEXTS.items():
@@ -172,13 +183,15 @@ def test_batches_yield_float_images_in_unit_range_and_int_labels(dataset_dir):
 
 def test_eval_batches_are_the_stored_canvases_scaled(dataset_dir):
     images = np.concatenate([b[0].numpy() for b in inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", 5)])
-    stored = np.stack([ex["image"] for ex in reader.records(DatasetInfo.load(str(dataset_dir)), "train").as_numpy_iterator()])
+    stored = np.stack(
+        [ex["image"] for ex in reader.records(DatasetInfo.load(str(dataset_dir)), "train").as_numpy_iterator()]
+    )
     np.testing.assert_array_equal(images, imaging.to_model_input(stored).numpy())
 
 
 def test_training_batches_are_augmented_but_still_valid(dataset_dir):
     plain = np.concatenate([b[0].numpy() for b in inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", 16)])
-    first, = list(inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", 16, training=True, seed=3))
+    (first,) = list(inputs.batches(DatasetInfo.load(str(dataset_dir)), "train", 16, training=True, seed=3))
     images, labels = first
     assert images.shape == (len(TEXTS["train"]), H, W, 1) and images.dtype == tf.float32
     x = images.numpy()

@@ -3,6 +3,7 @@
 `overfit()` trains a small CRNN on one batch of real rendered words; it is cached for the session
 so that test_exported reuses the same trained network (texts it decodes are then non-trivial).
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,9 +30,14 @@ _TRAIN = config.defaults("train")
 def model_config(**overrides) -> ModelConfig:
     """train's MLproject defaults (the only place they live), with `overrides`."""
     ints = lambda text: tuple(int(v) for v in str(text).split(","))  # noqa: E731
-    base = dict(conv_filters=ints(_TRAIN["conv_filters"]), dense_units=int(_TRAIN["dense_units"]),
-                rnn_units=ints(_TRAIN["rnn_units"]), dropout=float(_TRAIN["dropout"]))
+    base = dict(
+        conv_filters=ints(_TRAIN["conv_filters"]),
+        dense_units=int(_TRAIN["dense_units"]),
+        rnn_units=ints(_TRAIN["rnn_units"]),
+        dropout=float(_TRAIN["dropout"]),
+    )
     return ModelConfig(**{**base, **overrides})
+
 
 H, W, MAX_LEN = 32, 128, 12
 WORDS = ["hello", "world", "cat", "dog", "ink", "pen", "the", "mlflow"]
@@ -51,7 +57,7 @@ def render_word(text: str, size: int = 28, fmt: str = "PNG") -> bytes:
 def encode_labels(chars: Charset, texts: list[str], max_length: int = MAX_LEN) -> np.ndarray:
     labels = np.zeros((len(texts), max_length), np.int32)
     for i, t in enumerate(texts):
-        labels[i, :len(t)] = chars.encode(t)
+        labels[i, : len(t)] = chars.encode(t)
     return labels
 
 
@@ -61,7 +67,7 @@ class Overfit:
     chars: Charset
     words: list[str]
     pngs: list[bytes]
-    inputs: tf.Tensor       # float [8, H, W, 1]
+    inputs: tf.Tensor  # float [8, H, W, 1]
     labels: np.ndarray
     loss_before: float
     loss_after: float
@@ -102,6 +108,7 @@ def greedy_texts(net: keras.Model, chars: Charset, inputs) -> list[str]:
 
 # --- shapes --------------------------------------------------------------------------------------
 
+
 def test_default_config_output_shape():
     net = modelib.build(model_config(), H, W, num_classes=80)
     assert net.input_shape == (None, H, W, 1)
@@ -111,7 +118,9 @@ def test_default_config_output_shape():
 
 
 def test_deeper_config_output_shape():
-    net = modelib.build(model_config(conv_filters=(16, 32, 48), dense_units=32, rnn_units=(32, 32, 16)), H, W, num_classes=30)
+    net = modelib.build(
+        model_config(conv_filters=(16, 32, 48), dense_units=32, rnn_units=(32, 32, 16)), H, W, num_classes=30
+    )
     out = net(tf.zeros((2, H, W, 1)), training=False)
     assert out.shape == (2, W // 8, 30)
     assert sum(isinstance(layer, keras.layers.Conv2D) for layer in net.layers) == 3
@@ -130,6 +139,7 @@ def test_canvas_not_divisible_by_the_pooling_is_refused():
 
 # --- loss ----------------------------------------------------------------------------------------
 
+
 def test_ctc_loss_is_finite_and_per_sample():
     rng = np.random.default_rng(0)
     logits = tf.constant(rng.normal(size=(4, W // 4, 10)).astype(np.float32))
@@ -141,16 +151,28 @@ def test_ctc_loss_is_finite_and_per_sample():
 def test_label_length_is_the_true_length_not_the_padded_width():
     rng = np.random.default_rng(1)
     logits = tf.constant(rng.normal(size=(3, 32, 8)).astype(np.float32))
-    labels = np.array([[1, 2, 2, 3, 0, 0, 0, 0, 0, 0],
-                       [7, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                       [4, 5, 6, 7, 1, 2, 3, 0, 0, 0]], np.int32)
+    labels = np.array(
+        [[1, 2, 2, 3, 0, 0, 0, 0, 0, 0], [7, 0, 0, 0, 0, 0, 0, 0, 0, 0], [4, 5, 6, 7, 1, 2, 3, 0, 0, 0]], np.int32
+    )
     true_length = np.array([4, 1, 7], np.int32)
-    expected = tf.nn.ctc_loss(labels=tf.constant(labels), logits=logits, label_length=true_length,
-                              logit_length=tf.fill([3], 32), logits_time_major=False, blank_index=0).numpy()
+    expected = tf.nn.ctc_loss(
+        labels=tf.constant(labels),
+        logits=logits,
+        label_length=true_length,
+        logit_length=tf.fill([3], 32),
+        logits_time_major=False,
+        blank_index=0,
+    ).numpy()
     np.testing.assert_allclose(ctc.loss(tf.constant(labels), logits).numpy(), expected, rtol=1e-4)
     # The Keras example's mistake (the padded width as label_length) gives a different loss: this test can tell.
-    padded = tf.nn.ctc_loss(labels=tf.constant(labels), logits=logits, label_length=np.full(3, 10, np.int32),
-                            logit_length=tf.fill([3], 32), logits_time_major=False, blank_index=0).numpy()
+    padded = tf.nn.ctc_loss(
+        labels=tf.constant(labels),
+        logits=logits,
+        label_length=np.full(3, 10, np.int32),
+        logit_length=tf.fill([3], 32),
+        logits_time_major=False,
+        blank_index=0,
+    ).numpy()
     assert not np.allclose(padded, expected, rtol=1e-2)
 
 
@@ -159,8 +181,7 @@ def test_extra_padding_does_not_change_the_loss():
     logits = tf.constant(rng.normal(size=(2, 16, 6)).astype(np.float32))
     short = tf.constant([[1, 2, 3], [4, 0, 0]])
     long = tf.concat([short, tf.zeros((2, 9), tf.int32)], axis=1)
-    np.testing.assert_allclose(ctc.loss(short, logits).numpy(), ctc.loss(long, logits).numpy(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(ctc.loss(short, logits).numpy(), ctc.loss(long, logits).numpy(), rtol=1e-5)
 
 
 def test_loss_is_lower_for_logits_that_spell_the_label():
@@ -174,6 +195,7 @@ def test_loss_is_lower_for_logits_that_spell_the_label():
 
 
 # --- it learns --------------------------------------------------------------------------------------
+
 
 def test_overfit_one_batch_of_real_canvases():
     run = overfit()
@@ -190,5 +212,6 @@ def test_model_survives_a_keras_save_and_load(tmp_path):
     path = tmp_path / "model.keras"
     run.net.save(path)
     reloaded = keras.models.load_model(path, compile=False)
-    np.testing.assert_allclose(reloaded(run.inputs, training=False).numpy(),
-                               run.net(run.inputs, training=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        reloaded(run.inputs, training=False).numpy(), run.net(run.inputs, training=False).numpy(), atol=1e-5
+    )

@@ -1,0 +1,304 @@
+"""The comparisons of a benchmark run: one row per comparison (ours, baseline, ratio, target, met?, the load it
+was measured under). `comparisons` turns the phases' results into rows, so the row names, units and
+targets are spelled only here.
+"""
+
+from __future__ import annotations
+
+from servers import LEVELS
+
+
+def row(
+    name: str,
+    unit: str,
+    ours: float | None,
+    baseline: float | None,
+    better: str,
+    target: str = "",
+    met: bool | None = None,
+    measure: dict | None = None,
+    note: str = "",
+    baseline_name: str = "",
+) -> dict:
+    ratio = ours / baseline if ours is not None and baseline else None
+    return {
+        "comparison": name,
+        "unit": unit,
+        "ours": ours,
+        "baseline": baseline,
+        "baseline_name": baseline_name,
+        "ratio": ratio,
+        "better": better,
+        "target": target,
+        "target_met": met,
+        "load_1min": (measure or {}).get("load_1min_max"),
+        "other_cpu_cores": (measure or {}).get("other_cpu_cores"),
+        "note": note,
+    }
+
+
+def comparisons(res: dict, mode: dict, cores: int) -> list[dict]:
+    """The rows of every phase that ran, in the order preprocess, input, train, serve."""
+    rows: list[dict] = []
+    if "preprocess" in res:
+        rows += _preprocess_rows(res["preprocess"], cores)
+    if "input" in res:
+        rows += _input_rows(res["input"])
+    if "train" in res:
+        rows += _train_rows(res["train"])
+    if "serve" in res:
+        rows += _serve_rows(res["serve"], mode["requests"])
+    return rows
+
+
+def _preprocess_rows(p: dict, cores: int) -> list[dict]:
+    rows = []
+    all_cores, one = p["all_cores"], p["one_worker"]
+    target = 0.8 * cores
+    ratio = all_cores["images_per_second"] / one["images_per_second"]
+    rows.append(
+        row(
+            f"preprocess: preprocess.build images/s, workers=0 ({cores} processes) vs workers=1",
+            "images/s",
+            all_cores["images_per_second"],
+            one["images_per_second"],
+            "higher",
+            f">= {target:.1f}x (0.8 x {cores} cores)",
+            ratio >= target,
+            all_cores["_measure"],
+            f"{all_cores['images']} images; convert time incl. pool start-up (build wall: "
+            f"{all_cores['build_seconds']:.1f}s vs {one['build_seconds']:.1f}s)",
+            "workers=1",
+        )
+    )
+    if "profile_all" in p:
+        a, o = p["profile_all"], p["profile_one"]
+        rows.append(
+            row(
+                "preprocess profile: conversion with a warm pool (start-up excluded)",
+                "images/s",
+                a["warm_images_per_second"],
+                o["warm_images_per_second"],
+                "higher",
+                "",
+                None,
+                a["_measure"],
+                f"pool start-up {a['startup_seconds']:.1f}s; archive streaming alone "
+                f"{a['archive_stream_images_per_second']:.0f} images/s",
+                "1 worker",
+            )
+        )
+    return rows
+
+
+def _input_rows(i: dict) -> list[dict]:
+    rows = []
+    m = i["_measure"]
+    base = i["keras_per_epoch_decode"]["steady_images_per_second"]
+    for key, label in (
+        ("ours_eval", "eval reader (training=False)"),
+        ("ours_train_augment", "training reader with augmentation"),
+    ):
+        ours = i[key]["steady_images_per_second"]
+        rows.append(
+            row(
+                f"input: {label}, steady epoch, vs Keras example decoding PNGs each epoch",
+                "images/s",
+                ours,
+                base,
+                "higher",
+                ">= 5x",
+                ours / base >= 5,
+                m,
+                f"{i['images']} train images, batch 32",
+                "Keras example, no cache",
+            )
+        )
+    rows.append(
+        row(
+            "input: first (cold) epoch, eval reader vs Keras example",
+            "images/s",
+            i["ours_eval"]["cold_images_per_second"],
+            i["keras_per_epoch_decode"]["cold_images_per_second"],
+            "higher",
+            "",
+            None,
+            m,
+            "includes pipeline start-up",
+            "Keras example",
+        )
+    )
+    rows.append(
+        row(
+            "input: eval reader vs Keras example as published (.batch().cache(): float batches in RAM)",
+            "images/s",
+            i["ours_eval"]["steady_images_per_second"],
+            i["keras_as_published_cache"]["steady_images_per_second"],
+            "higher",
+            "",
+            None,
+            m,
+            "steady epoch; both read memory",
+            "Keras example, cached",
+        )
+    )
+    return rows
+
+
+def _train_rows(t: dict) -> list[dict]:
+    rows = []
+    c = t["compare"]
+    m = c["_measure"]
+    o, k = c["pipelines"]["ours"], c["pipelines"]["keras_per_epoch_decode"]
+    rows.append(
+        row(
+            "training: samples/s, Keras fit of the default model, steady epochs (interleaved)",
+            "samples/s",
+            o["steady_samples_per_second"],
+            k["steady_samples_per_second"],
+            "higher",
+            "",
+            None,
+            m,
+            f"ours augments, the baseline does not; epoch s {o['epoch_seconds']} vs "
+            f"{k['epoch_seconds']} (1st: tracing)",
+            "same model on Keras pipeline",
+        )
+    )
+    ol, kl = o["loop"], k["loop"]
+    rows.append(
+        row(
+            "training: time a step waits for its batch (mean, train_on_batch loop)",
+            "ms/step",
+            ol["wait_ms_mean"],
+            kl["wait_ms_mean"],
+            "lower",
+            "< 5% of step time",
+            ol["wait_fraction"] < 0.05,
+            m,
+            f"wait share {100 * ol['wait_fraction']:.1f}% vs {100 * kl['wait_fraction']:.1f}%; p95 "
+            f"{ol['wait_ms_p95']:.1f} vs {kl['wait_ms_p95']:.1f} ms; step {ol['step_ms_mean']:.0f} vs "
+            f"{kl['step_ms_mean']:.0f} ms",
+            "Keras pipeline",
+        )
+    )
+    if "keras_as_published_cache" in c["pipelines"]:
+        kc = c["pipelines"]["keras_as_published_cache"]
+        rows.append(
+            row(
+                "training: samples/s vs the Keras pipeline as published (cached), interleaved",
+                "samples/s",
+                o["steady_samples_per_second"],
+                kc["steady_samples_per_second"],
+                "higher",
+                "",
+                None,
+                m,
+                f"its wait share {100 * kc['loop']['wait_fraction']:.1f}%",
+                "Keras, cached",
+            )
+        )
+    alone = t["ours"]
+    rows.append(
+        row(
+            "training alone (ours, as steps.train fits): samples/s, steady epoch",
+            "samples/s",
+            alone["steady_samples_per_second"],
+            None,
+            "higher",
+            "",
+            None,
+            alone["_measure"],
+            f"epoch s {alone['epoch_seconds']}",
+            "",
+        )
+    )
+    rows.append(
+        row(
+            "memory: peak RSS of training (ours, the training process)",
+            "MB",
+            alone["peak_rss_bytes"] / 2**20,
+            None,
+            "lower",
+            "",
+            None,
+            alone["_measure"],
+            f"process tree incl. export: {alone['_measure']['peak_rss_mb']} MB",
+            "",
+        )
+    )
+    return rows
+
+
+def _serve_rows(s: dict, requests: int) -> list[dict]:
+    rows = []
+    ours, ml = s["ours"]["levels"], s["mlflow"]["levels"]
+    other = s["_measure"]["other_cpu_cores"]
+    for c in LEVELS:
+        c = str(c)
+        met = ours[c]["images_per_second"] >= 2 * ml[c]["images_per_second"] if c == "8" else None
+        rows.append(
+            row(
+                f"serve: throughput at concurrency {c}",
+                "images/s",
+                ours[c]["images_per_second"],
+                ml[c]["images_per_second"],
+                "higher",
+                ">= 2x" if c == "8" else "",
+                met,
+                {"load_1min_max": ours[c]["load_1min"], "other_cpu_cores": other},
+                f"{ours[c]['repeats']} x {requests} requests, servers taking turns; runs "
+                f"{ours[c]['runs_images_per_second']} vs {ml[c]['runs_images_per_second']}",
+                "mlflow models serve",
+            )
+        )
+    for c in LEVELS:
+        c = str(c)
+        for q in ("p50", "p95"):
+            target = "< 20 ms" if (c == "1" and q == "p50") else ""
+            met = ours[c]["p50_ms"] < 20 if target else None
+            rows.append(
+                row(
+                    f"serve: {q} latency at concurrency {c}",
+                    "ms",
+                    ours[c][f"{q}_ms"],
+                    ml[c][f"{q}_ms"],
+                    "lower",
+                    target,
+                    met,
+                    {"load_1min_max": ours[c]["load_1min"], "other_cpu_cores": other},
+                    "one word image per request",
+                    "mlflow models serve",
+                )
+            )
+    for c in ("1", "8"):
+        rows.append(
+            row(
+                f"serve: server CPU per image at concurrency {c}",
+                "ms",
+                ours[c]["server_cpu_ms_per_image"],
+                ml[c]["server_cpu_ms_per_image"],
+                "lower",
+                "",
+                None,
+                {"load_1min_max": ours[c]["load_1min"], "other_cpu_cores": other},
+                f"server busy {ours[c]['server_cpu_cores']} vs {ml[c]['server_cpu_cores']} cores; load "
+                f"generator {ours[c]['client_cpu_ms_per_image']} vs {ml[c]['client_cpu_ms_per_image']} ms/image",
+                "mlflow models serve",
+            )
+        )
+    rows.append(
+        row(
+            "memory: peak RSS of the server (process tree)",
+            "MB",
+            s["ours"]["peak_rss_mb"],
+            s["mlflow"]["peak_rss_mb"],
+            "lower",
+            "",
+            None,
+            s["_measure"],
+            f"after warm-up: {s['ours']['rss_after_warmup_mb']} vs {s['mlflow']['rss_after_warmup_mb']} MB",
+            "mlflow models serve",
+        )
+    )
+    return rows
