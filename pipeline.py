@@ -59,6 +59,8 @@ def main(argv: list[str]) -> int:
     with runs.start_step("main", params) as parent:  # resumes the run `mlflow run` made, if any
 
         def record(step: str, run_id: str, reused: bool, inputs: dict[str, str]) -> None:
+            # The effective parameters of every step (defaults included), as <step>.<name>, for comparing runs.
+            mlflow.log_params({f"{step}.{k}": v for k, v in mlflow.get_run(run_id).data.params.items()})
             mlflow.set_tags(
                 {
                     f"hwr.{step}_run": run_id,
@@ -84,8 +86,9 @@ def main(argv: list[str]) -> int:
             }
         )
         model_uri = f"runs:/{ids['train']}/{config.MODEL_ARTIFACT}"
+        registered = registration.tags.get("hwr.registered_model_uri", "not registered")
         runs.log(
-            f"[pipeline] done: model {model_uri} -> {registration.tags.get('hwr.registered_model_uri')} "
+            f"[pipeline] done: model {model_uri} -> {registered} "
             f"({registration.tags.get('hwr.decision')}: {registration.tags.get('hwr.decision_reason')})"
         )
     return 0

@@ -65,22 +65,9 @@ class _EpochTimer:
 def train_config():
     """The TrainConfig of MLproject's train defaults (what the train step fits when given no parameters)."""
     from steps.training.fit import TrainConfig
-    from steps.training.model import ModelConfig
-    from steps.workflow import cli, config
+    from steps.workflow import config
 
-    d = config.defaults("train")
-    model = ModelConfig(
-        cli.ints(str(d["conv_filters"])), int(d["dense_units"]), cli.ints(str(d["rnn_units"])), float(d["dropout"])
-    )
-    return TrainConfig(
-        batch_size=int(d["batch_size"]),
-        epochs=int(d["epochs"]),
-        learning_rate=float(d["learning_rate"]),
-        patience=int(d["patience"]),
-        augment=str(d["augment"]).lower() == "true",
-        seed=int(d["seed"]),
-        model=model,
-    )
+    return TrainConfig.from_params(config.defaults("train"))
 
 
 def _model_and_pipeline(args: dict, pipeline: str):

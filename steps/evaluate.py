@@ -42,18 +42,23 @@ class NoTrainingData(LookupError):
     show_default=True,
     help="0 = greedy decoding only",
 )
-@cli.user_errors(artifacts.ArtifactError, runs.UpstreamNotFound, DatasetError, LookupError)
-def main(model_uri: str, data: str, split: str, beam_width: int) -> None:
-    with runs.start_step(
-        "evaluate", {"model_uri": model_uri, "data": data, "eval_split": split, "beam_width": beam_width}
-    ):
+@click.option(
+    "--lexicon",
+    default=D["lexicon"],
+    show_default=True,
+    help="a word list (one per line): also score lexicon-constrained decoding ('' = off)",
+)
+@cli.user_errors(artifacts.ArtifactError, runs.UpstreamNotFound, DatasetError, LookupError, ValueError)
+def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -> None:
+    params = {"model_uri": model_uri, "data": data, "eval_split": split, "beam_width": beam_width, "lexicon": lexicon}
+    with runs.start_step("evaluate", params):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         from steps.dataset import reader
         from steps.dataset.info import DatasetInfo
         from steps.evaluation import analysis
-        from steps.inference import loading
+        from steps.inference import ctc, loading
 
         model_uri = runs.upstream_uri(model_uri, "train", config.MODEL_ARTIFACT)
         recognizer = loading.load(model_uri)
@@ -64,7 +69,8 @@ def main(model_uri: str, data: str, split: str, beam_width: int) -> None:
                 raise NoTrainingData(f"cannot tell which dataset {model_uri} was trained on: pass -P data=<URI>")
             runs.log(f"evaluating on {data} (the model's training data), split {split}")
         dataset = DatasetInfo.load(artifacts.readable_dir(data))
-        rows, loss = analysis.predict_split(recognizer, dataset, split, beam_width)
+        words = ctc.Lexicon.load(lexicon) if lexicon else None  # relative paths: from the project dir
+        rows, loss = analysis.predict_split(recognizer, dataset, split, beam_width, lexicon=words)
         if not rows:
             raise DatasetError(f"the {split} split of {data} is empty")
         summary = analysis.summarize(rows)
@@ -76,6 +82,7 @@ def main(model_uri: str, data: str, split: str, beam_width: int) -> None:
             f"{split}_wer_beam": summary["wer_beam"],
             f"{split}_exact_match": summary["exact_match"],
             f"{split}_samples": summary["samples"],
+            **{f"{split}_{k}": summary[k] for k in ("cer_lexicon", "wer_lexicon") if k in summary},
         }
         mlflow.log_metrics(metrics, model_id=info.model_id)
         mlflow.set_tags(

@@ -12,8 +12,9 @@ Inputs:
     a directory             -> every image file (.png .jpg .jpeg .bmp .gif .tif .tiff, any case) under it,
                                recursively (IAM nests words/a01/a01-000u/*.png), sorted by path;
     a glob ('scans/*.png')  -> every file it matches, sorted; `**` matches across directories.
-  Quote a glob so the shell does not expand it. Under `mlflow run` a relative path is relative to the
-  project directory (that is where `mlflow run .` runs the command).
+  Quote a glob so the shell does not expand it. A relative path is relative to the directory you ran the
+  command from, also under `mlflow run` (which starts the step in the project directory; $PWD tells
+  where you were), falling back to the project directory.
 - `output`: `text` or `jsonl`.
 
 Outputs (stdout holds results only, one line per image, in input order; logs go to stderr):
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
@@ -62,7 +64,7 @@ def batched(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
-def transcribe(model, paths: Iterable[Path], batch_size: int = BATCH_SIZE) -> Iterator[dict]:
+def transcribe(model, paths: Iterable[Path], batch_size: int = BATCH_SIZE, lexicon=None) -> Iterator[dict]:
     """{"path", "text", "confidence"} or {"path", "error"} per path, in order, `batch_size` images per call."""
     for chunk in batched(list(paths), batch_size):
         images: list[bytes] = []
@@ -73,7 +75,7 @@ def transcribe(model, paths: Iterable[Path], batch_size: int = BATCH_SIZE) -> It
             except OSError as e:
                 images.append(b"")  # keeps positions aligned; its result is replaced below
                 results[i] = {"error": f"cannot read: {e.strerror or e}"}
-        for i, (p, result) in enumerate(zip(chunk, model.recognize(images))):
+        for i, (p, result) in enumerate(zip(chunk, model.recognize(images, lexicon=lexicon))):
             yield {"path": str(p), **results.get(i, result)}
 
 
@@ -97,6 +99,17 @@ def write_results(results: Iterable[dict], output: str, out: TextIO, err: TextIO
     return total, failed
 
 
+def from_caller(image_path: str) -> str:
+    """A relative path as the user meant it: `mlflow run` starts us in the project directory, but the shell
+    that ran it (whose directory $PWD still names) is where the user's relative paths start."""
+    caller = os.environ.get("PWD")
+    if caller and not Path(image_path).expanduser().is_absolute() and Path(caller).resolve() != Path.cwd():
+        candidate = str(Path(caller) / image_path)
+        if find_images(candidate):
+            return candidate
+    return image_path
+
+
 class NoImages(LookupError):
     """image_path names no image file."""
 
@@ -110,21 +123,29 @@ class NoImages(LookupError):
 )
 @click.option("--image-path", required=True, help="an image file, a directory (searched recursively) or a quoted glob")
 @click.option("--output", type=click.Choice(OUTPUTS), default=D["output"], show_default=True)
-@cli.user_errors(LookupError)
-def main(model_uri: str, image_path: str, output: str) -> None:
+@click.option(
+    "--lexicon",
+    default=D["lexicon"],
+    show_default=True,
+    help="a word list (one per line): prefer the best beam path that is one of its words ('' = off)",
+)
+@cli.user_errors(LookupError, ValueError)
+def main(model_uri: str, image_path: str, output: str, lexicon: str) -> None:
     # Find the files before loading the model: a typo should fail in a second, not after TF starts.
-    paths = find_images(image_path)
+    paths = find_images(from_caller(image_path))
     if not paths:
         raise NoImages(
             f"no image files match {image_path!r} (a file, a directory holding "
             f"{'/'.join(sorted(s[1:] for s in IMAGE_SUFFIXES))} files, or a quoted glob)"
         )
-    from steps.inference import loading
+    from steps.inference import ctc, loading
+
+    words = ctc.Lexicon.load(from_caller(lexicon)) if lexicon else None
 
     model_uri = model_uri or config.CHAMPION_URI
     runs.log(f"{len(paths)} image(s) from {image_path!r}; loading {model_uri}")
     model = loading.load(model_uri)
-    total, failed = write_results(transcribe(model, paths), output, sys.stdout, sys.stderr)
+    total, failed = write_results(transcribe(model, paths, lexicon=words), output, sys.stdout, sys.stderr)
     if failed:
         runs.log(f"{failed} of {total} image(s) could not be transcribed")
         sys.exit(1)

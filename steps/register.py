@@ -1,15 +1,19 @@
-"""Step `register`: register an evaluated model and move the alias only if it beats the current holder.
+"""Step `register`: register an evaluated model if it reads well enough, and move the alias only if it beats the holder.
 
 Inputs:  `model_uri` (runs:/<train_run>/handwriting_recognition_model, models:/m-..., ...; "" = the model
          of the newest finished evaluate run), which must have a finished evaluate run in this experiment
-         (tag hwr.model_uri = model_uri, metric test_cer); `model_name`; `alias`.
-Outputs: a new version of the registered model (models:/<model_name>/<n>) tagged with its train run,
-         evaluate run, dataset digest and test CER. Quality gate: the alias (models:/<model_name>@<alias>)
-         moves to it only when its test CER is strictly lower than the current holder's (read from the
-         holder's hwr.test_cer tag), or when no version holds the alias yet. The register run records
-         the decision and why (tags hwr.decision = promoted | kept, hwr.decision_reason, hwr.registered_version,
-         hwr.registered_model_uri; metrics new_test_cer, champion_test_cer). Uses aliases, never stages.
-         Prints the registered version's URI on stdout.
+         (tag hwr.model_uri = model_uri, metric test_cer); `model_name`; `alias`; `max_cer`.
+Outputs: two gates, both logged with their reason (tags hwr.decision, hwr.decision_reason):
+         1. the absolute bar: a model whose test CER is above `max_cer` is NOT registered (decision
+            `rejected`, with what to do); the default bar keeps a model that reads nothing out of the registry;
+         2. a model already registered (same model URI or train run) is not registered twice (decision
+            `unchanged`: its version is reused); otherwise a new version of `model_name` is registered,
+            tagged with its train run, evaluate run, dataset digest and test CER, with a description that
+            `mlflow ui` shows (figures, dataset, training parameters).
+         The alias (models:/<model_name>@<alias>) then moves to the version only when its test CER is
+         strictly lower than the current holder's, or when no version holds the alias (`promoted`; else
+         `kept`). Metrics new_test_cer, champion_test_cer. Uses aliases, never stages. Prints the
+         version's URI on stdout (nothing when rejected).
 
     mlflow run . -e register --env-manager local -P model_uri=runs:/<train_run>/handwriting_recognition_model
 """
@@ -23,8 +27,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps.registry.gate import METRIC, decide
-from steps.registry.versions import TAG_CER, current_holder, evaluation_of
+from steps.registry.gate import METRIC, admissible, decide
+from steps.registry.versions import TAG_CER, current_holder, description, evaluation_of, version_of
 from steps.workflow import cli, config, runs
 
 D = config.defaults("register")
@@ -38,11 +42,19 @@ class RegistrationError(RuntimeError):
 @click.option("--model-uri", default=D["model_uri"], help="'' = the model of the newest finished evaluate run")
 @click.option("--model-name", default=D["model_name"], show_default=True)
 @click.option("--alias", default=D["alias"], show_default=True)
+@click.option(
+    "--max-cer",
+    type=click.FloatRange(0),
+    default=D["max_cer"],
+    show_default=True,
+    help="a model whose test CER is above this is not registered",
+)
 @cli.user_errors(runs.UpstreamNotFound, RegistrationError)
-def main(model_uri: str, model_name: str, alias: str) -> None:
+def main(model_uri: str, model_name: str, alias: str, max_cer: float) -> None:
     if not model_name.strip() or not alias.strip():
         raise click.BadParameter("model_name and alias must not be empty")
-    with runs.start_step("register", {"model_uri": model_uri, "model_name": model_name, "alias": alias}) as run:
+    params = {"model_uri": model_uri, "model_name": model_name, "alias": alias, "max_cer": max_cer}
+    with runs.start_step("register", params) as run:
         evaluation = evaluation_of(model_uri, run.info.experiment_id)
         if not model_uri:
             model_uri = evaluation.data.tags["hwr.model_uri"]
@@ -54,33 +66,33 @@ def main(model_uri: str, model_name: str, alias: str) -> None:
         except (MlflowException, OSError) as e:
             raise RegistrationError(f"cannot read model {model_uri!r}: {e}") from None
         new_cer = evaluation.data.metrics[METRIC]
+        mlflow.set_tags({"hwr.model_uri": model_uri, "hwr.evaluate_run": evaluation.info.run_id})
+        mlflow.log_metric("new_test_cer", new_cer)
+        admit, why = admissible(new_cer, max_cer)
+        if not admit:
+            mlflow.set_tags({"hwr.decision": "rejected", "hwr.decision_reason": why})
+            runs.log(f"not registered: {why}")
+            return
         client = MlflowClient()
         holder, champion_cer = current_holder(client, model_name, alias)
-
-        tags = {
-            "hwr.model_uri": model_uri,
-            "hwr.train_run": train_run,
-            "hwr.evaluate_run": evaluation.info.run_id,
-            "hwr.dataset_digest": evaluation.data.tags.get("hwr.dataset_digest", ""),
-            TAG_CER: repr(new_cer),
-            "hwr.register_run": run.info.run_id,
-        }
-        try:
-            version = mlflow.register_model(model_uri, model_name, tags=tags)
-        except MlflowException as e:
-            raise RegistrationError(f"cannot register {model_uri!r} as {model_name}: {e.message}") from None
+        version = version_of(client, model_name, model_uri, train_run)
+        unchanged = version is not None
+        if unchanged:
+            runs.log(
+                f"{model_uri} is already registered as models:/{model_name}/{version.version}: not registering it again"
+            )
+        else:
+            version = _register(client, model_uri, model_name, evaluation, train_run, new_cer, run.info.run_id)
         version_uri = f"models:/{model_name}/{version.version}"
-
-        promote, reason = decide(new_cer, champion_cer)
+        holds = holder is not None and str(holder.version) == str(version.version)
+        promote, reason = (False, "it already holds the alias") if holds else decide(new_cer, champion_cer)
         if promote:
             client.set_registered_model_alias(model_name, alias, version.version)
-        decision = "promoted" if promote else "kept"
+        decision = "promoted" if promote else ("unchanged" if unchanged else "kept")
         mlflow.set_tags(
             {
                 "hwr.decision": decision,
                 "hwr.decision_reason": reason,
-                "hwr.model_uri": model_uri,
-                "hwr.evaluate_run": evaluation.info.run_id,
                 "hwr.registered_version": version.version,
                 "hwr.registered_model_uri": version_uri,
                 "hwr.champion_version": version.version if promote else (holder.version if holder else ""),
@@ -89,7 +101,6 @@ def main(model_uri: str, model_name: str, alias: str) -> None:
         )
         mlflow.log_metrics(
             {
-                "new_test_cer": new_cer,
                 "promoted": float(promote),
                 **({"champion_test_cer": champion_cer} if holder and not math.isnan(champion_cer) else {}),
             }
@@ -97,8 +108,29 @@ def main(model_uri: str, model_name: str, alias: str) -> None:
         champion = (
             f"now version {version.version}" if promote else (f"version {holder.version} stays" if holder else "unset")
         )
-        runs.log(f"registered {version_uri}; {model_name}@{alias}: {decision} ({champion}): {reason}")
+        runs.log(f"{version_uri}; {model_name}@{alias}: {decision} ({champion}): {reason}")
         click.echo(version_uri)
+
+
+def _register(client: MlflowClient, model_uri: str, name: str, evaluation, train_run: str, cer: float, run_id: str):
+    tags = {
+        "hwr.model_uri": model_uri,
+        "hwr.train_run": train_run,
+        "hwr.evaluate_run": evaluation.info.run_id,
+        "hwr.dataset_digest": evaluation.data.tags.get("hwr.dataset_digest", ""),
+        TAG_CER: repr(cer),
+        "hwr.register_run": run_id,
+    }
+    try:
+        version = mlflow.register_model(model_uri, name, tags=tags)
+    except MlflowException as e:
+        raise RegistrationError(f"cannot register {model_uri!r} as {name}: {e.message}") from None
+    try:
+        train = client.get_run(train_run) if train_run else None
+    except MlflowException:
+        train = None
+    client.update_model_version(name, version.version, description=description(evaluation, train))
+    return version
 
 
 if __name__ == "__main__":

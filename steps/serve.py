@@ -31,12 +31,35 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
+import socket
 
 import click
 
 from steps.workflow import cli, config, runs
 
 D = config.defaults("serve")
+
+
+class PortInUse(OSError):
+    """The port cannot be bound (in use, or not allowed)."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail in a line, before loading anything heavy, when the server could not bind."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        raise PortInUse(
+            f"cannot listen on {host}:{port} ({e.strerror or e}): stop what uses it (an `mlflow ui`?) "
+            "or pick another port with -P port=5001"
+        ) from None
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -58,12 +81,21 @@ D = config.defaults("serve")
 @click.option(
     "--max-batch", type=click.IntRange(1), default=D["max_batch"], show_default=True, help="most images per model call"
 )
-@cli.user_errors(LookupError)
-def main(model_uri: str, host: str, port: int, threads: int, max_batch: int) -> None:
+@click.option(
+    "--lexicon",
+    default=D["lexicon"],
+    show_default=True,
+    help="a word list (one per line): answer with the best beam path that is one of its words ('' = off)",
+)
+@cli.user_errors(LookupError, PortInUse, ValueError)
+def main(model_uri: str, host: str, port: int, threads: int, max_batch: int, lexicon: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from steps.inference import loading
+    check_port(host, port)
+    from steps.inference import ctc, loading
     from steps.serving.app import create_app, describe
     from steps.serving.server import serve, warm_up
+
+    words = ctc.Lexicon.load(lexicon) if lexicon else None
 
     model_uri = model_uri or config.CHAMPION_URI
     runs.log(f"loading {model_uri}")
@@ -71,11 +103,21 @@ def main(model_uri: str, host: str, port: int, threads: int, max_batch: int) -> 
     warm_up(model)
     info = describe(model_uri, model)
     runs.log("serving " + json.dumps(info))
-    app = create_app(model, info, max_batch)
+    info["lexicon"] = f"{lexicon} ({len(words)} words)" if words else None
+    app = create_app(model, info, max_batch, lexicon=words)
+    # A stop is the normal end of a server: Ctrl-C or SIGTERM ends the `mlflow run` run as FINISHED.
+    signal.signal(signal.SIGTERM, _stop)
     try:
         serve(app, host, port, threads)
+    except KeyboardInterrupt:
+        runs.log("stopped")
     finally:
         app.extensions["hwr.batcher"].close()
+        if os.environ.get("MLFLOW_RUN_ID"):
+            import mlflow
+
+            mlflow.start_run()  # the run `mlflow run` made for this entry point
+            mlflow.end_run("FINISHED")
 
 
 if __name__ == "__main__":

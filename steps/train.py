@@ -21,6 +21,8 @@ import click
 import mlflow
 
 from steps.dataset.info import DatasetError, DatasetInfo
+from steps.inference.charset import CharsetError
+from steps.training.errors import ConfigError
 from steps.workflow import artifacts, chain, cli, config, runs
 
 D = config.defaults("train")
@@ -80,24 +82,54 @@ def resolve_data(data_uri: str, train_ratio: float, val_ratio: float) -> str:
     show_default=True,
     help="filters per conv block, comma-separated (one 2x2 pooling each)",
 )
+@click.option(
+    "--width-pools",
+    type=click.IntRange(0),
+    default=D["width_pools"],
+    show_default=True,
+    help="conv blocks that halve the width too (time steps = image width / 2**width_pools)",
+)
+@click.option(
+    "--column-pool",
+    type=click.BOOL,
+    default=D["column_pool"],
+    show_default=True,
+    help="collapse each CNN column by max over height",
+)
 @click.option("--dense-units", type=click.IntRange(1), default=D["dense_units"], show_default=True)
 @click.option("--rnn-units", default=D["rnn_units"], show_default=True, help="units per BiLSTM layer, comma-separated")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=D["dropout"], show_default=True)
+@click.option(
+    "--shortcut",
+    type=click.FloatRange(0),
+    default=D["shortcut"],
+    show_default=True,
+    help="weight of the auxiliary CTC head on the CNN features (0 = off)",
+)
 @click.option("--seed", type=int, default=D["seed"], show_default=True)
-@cli.user_errors(artifacts.ArtifactError, runs.UpstreamNotFound, chain.StepFailed, DatasetError)
+@cli.user_errors(
+    artifacts.ArtifactError, runs.UpstreamNotFound, chain.StepFailed, DatasetError, ConfigError, CharsetError
+)
 def main(
     data: str,
     train_ratio: float,
     val_ratio: float,
     conv_filters: str,
+    width_pools: int,
+    column_pool: bool,
     dense_units: int,
     rnn_units: str,
     dropout: float,
+    shortcut: float,
     **params,
 ) -> None:
     from steps.training.model import ModelConfig
 
-    model = ModelConfig(cli.ints(conv_filters), dense_units, cli.ints(rnn_units), dropout)
+    model = ModelConfig(
+        cli.ints(conv_filters), width_pools, column_pool, dense_units, cli.ints(rnn_units), dropout, shortcut
+    )
+    logged = {"conv_filters": ",".join(map(str, model.conv_filters)), "rnn_units": ",".join(map(str, model.rnn_units))}
+    model_params = {"width_pools": width_pools, "column_pool": column_pool, "dense_units": dense_units}
     with runs.start_step(
         "train",
         {
@@ -105,10 +137,10 @@ def main(
             "train_ratio": train_ratio,
             "val_ratio": val_ratio,
             **params,
-            "conv_filters": ",".join(map(str, model.conv_filters)),
-            "dense_units": dense_units,
-            "rnn_units": ",".join(map(str, model.rnn_units)),
+            **logged,
+            **model_params,
             "dropout": dropout,
+            "shortcut": shortcut,
         },
     ):
         from steps.training import export, fit
@@ -139,6 +171,8 @@ def main(
 
         fitted = fit.fit(data_dir, work_dir, cfg, on_epoch=lambda epoch, logs: mlflow.log_metrics(logs, step=epoch))
         history = fitted.history
+        runs.log(fitted.stopped)
+        mlflow.set_tag("hwr.stopped", fitted.stopped)
         mlflow.log_metrics(
             {
                 "best_val_cer": min(history["val_cer"]),

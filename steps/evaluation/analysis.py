@@ -23,7 +23,12 @@ GRID_ROWS = 8  # samples per row of worst_and_best.png
 
 
 def predict_split(
-    recognizer: HandwritingModel, info: DatasetInfo, split: str, beam_width: int, batch_size: int = 64
+    recognizer: HandwritingModel,
+    info: DatasetInfo,
+    split: str,
+    beam_width: int,
+    batch_size: int = 64,
+    lexicon: ctc.Lexicon | None = None,
 ) -> tuple[list[dict], float]:
     """Run the exported model over a split -> (one row per sample, mean CTC loss)."""
     if info.charset != recognizer.charset:
@@ -39,6 +44,9 @@ def predict_split(
         losses.append(ctc.loss(labels, logits).numpy())
         greedy, greedy_conf = ctc.decode(logits, recognizer.characters)
         beam, beam_conf = ctc.decode(logits, recognizer.characters, beam_width) if beam_width else (greedy, greedy_conf)
+        constrained = (
+            ctc.decode_lexicon(logits, recognizer.characters, lexicon, max(beam_width, 10))[0] if lexicon else []
+        )
         for i in range(len(greedy)):
             truth, pred = batch["text"][i].numpy().decode(), greedy[i].numpy().decode()
             rows.append(
@@ -51,6 +59,7 @@ def predict_split(
                     "cer": metrics.edit_distance(truth, pred) / max(len(truth), 1),
                     "prediction_beam": beam[i].numpy().decode(),
                     "confidence_beam": float(beam_conf[i]),
+                    **({"prediction_lexicon": constrained[i]} if lexicon else {}),
                 }
             )
     return rows, float(np.mean(np.concatenate(losses))) if losses else float("nan")
@@ -60,7 +69,13 @@ def summarize(rows: list[dict]) -> dict[str, float]:
     truths = [r["truth"] for r in rows]
     greedy = metrics.error_rates(truths, [r["prediction"] for r in rows])
     beam = metrics.error_rates(truths, [r["prediction_beam"] for r in rows])
+    lexicon = (
+        metrics.error_rates(truths, [r["prediction_lexicon"] for r in rows])
+        if rows and "prediction_lexicon" in rows[0]
+        else None
+    )
     return {
+        **({"cer_lexicon": lexicon["cer"], "wer_lexicon": lexicon["wer"]} if lexicon else {}),
         "cer": greedy["cer"],
         "wer": greedy["wer"],
         "cer_beam": beam["cer"],

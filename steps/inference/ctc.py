@@ -1,6 +1,10 @@
-"""CTC: the loss that trains the model and the decoding (logits -> text, confidence) that the exported model runs."""
+"""CTC: the loss that trains the model, the decoding (logits -> text, confidence) that the exported model runs,
+and lexicon-constrained decoding (an option: the best beam path that is a word of the lexicon)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
 
 import keras
 import tensorflow as tf
@@ -41,3 +45,63 @@ def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     label_length = tf.reduce_sum(tf.cast(labels != BLANK_INDEX, tf.int32), axis=-1)
     logit_length = tf.fill([tf.shape(logits)[0]], tf.shape(logits)[1])
     return keras.ops.ctc_loss(labels, logits, label_length, logit_length, mask_index=BLANK_INDEX)
+
+
+class Lexicon:
+    """A word list for constrained decoding; matching ignores case, so a sentence-initial capital still matches."""
+
+    def __init__(self, words: Iterable[str]):
+        self.words = frozenset(w.strip().lower() for w in words if w.strip())
+        if not self.words:
+            raise ValueError("the lexicon is empty")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Lexicon":
+        """One word per line, UTF-8 (blank lines ignored)."""
+        try:
+            return cls(Path(path).read_text(encoding="utf-8").splitlines())
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read lexicon {path}: {e}") from None
+
+    def __contains__(self, text: str) -> bool:
+        return text.lower() in self.words
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+def decode_lexicon(
+    logits: tf.Tensor, characters: tf.Tensor, lexicon: Lexicon, beam_width: int = 10
+) -> tuple[list[str], list[float]]:
+    """Like decode, with a beam of `beam_width` paths per sample: the most probable path that is a lexicon
+    word wins; when none is, the free best path does, so an out-of-lexicon word is still read. Eager only."""
+    log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    batch, steps = tf.shape(log_probs)[0], tf.shape(log_probs)[1]
+    paths, scores = keras.ops.ctc_decode(
+        log_probs,
+        tf.fill([batch], steps),
+        strategy="beam_search",
+        beam_width=beam_width,
+        top_paths=beam_width,
+        mask_index=BLANK_INDEX,
+    )
+    table = tf.concat([[""], characters], 0)
+    texts = []
+    for path in paths:  # one [B, T'] tensor per rank, best first
+        ids = tf.cast(path, tf.int32)
+        valid = ids > BLANK_INDEX
+        texts.append(
+            [
+                t.decode("utf-8")
+                for t in tf.strings.reduce_join(
+                    tf.where(valid, tf.gather(table, tf.where(valid, ids, 0)), ""), -1
+                ).numpy()
+            ]
+        )
+    scores = scores.numpy()
+    out, confidence = [], []
+    for b in range(len(texts[0])):
+        rank = next((k for k in range(len(texts)) if texts[k][b] in lexicon), 0)
+        out.append(texts[rank][b])
+        confidence.append(float(min(1.0, max(0.0, float(tf.exp(-abs(scores[b, rank])))))))
+    return out, confidence

@@ -76,7 +76,48 @@ def check(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
         raise CorruptImage(f"corrupt {fmt} image") from None
     if width * height > max_pixels:
         raise ImageTooLarge(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
+    if fmt == "GIF":  # the decoder expands every frame, so the limit is on all of them together
+        frames = gif_frames(data)
+        if frames * width * height > max_pixels:
+            raise ImageTooLarge(
+                f"GIF of {frames} frames of {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
+            )
     return fmt
+
+
+def gif_frames(data: bytes) -> int:
+    """Number of image frames in a GIF, read off its block structure without decoding any pixels.
+
+    A malformed file counts the frames seen so far (at least 1); the decoder will refuse it later.
+    """
+    if len(data) < 13:
+        return 1
+    pos, flags = 13, data[10]
+    if flags & 0x80:  # global colour table
+        pos += 3 * 2 ** ((flags & 7) + 1)
+    frames = 0
+    while pos < len(data):
+        block = data[pos]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then data sub-blocks
+            pos = _skip_sub_blocks(data, pos + 2)
+        elif block == 0x2C:  # image descriptor, optional local colour table, LZW min code size, sub-blocks
+            frames += 1
+            if pos + 10 > len(data):
+                break
+            local = data[pos + 9]
+            pos += 10 + (3 * 2 ** ((local & 7) + 1) if local & 0x80 else 0)
+            pos = _skip_sub_blocks(data, pos + 1)
+        else:
+            break
+    return max(frames, 1)
+
+
+def _skip_sub_blocks(data: bytes, pos: int) -> int:
+    while pos < len(data) and data[pos]:
+        pos += data[pos] + 1
+    return pos + 1
 
 
 def _decode_tiff(data: tf.Tensor) -> tf.Tensor:

@@ -67,8 +67,16 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
                 out.append(e)
         return out
 
-    def recognize_canvases(self, canvases: np.ndarray, beam_width: int = 0) -> list[tuple[str, float]]:
-        """uint8 canvases [B, H, W, 1] -> [(text, confidence)]; greedy runs wholly inside the SavedModel."""
+    def recognize_canvases(
+        self, canvases: np.ndarray, beam_width: int = 0, lexicon: ctc.Lexicon | None = None
+    ) -> list[tuple[str, float]]:
+        """uint8 canvases [B, H, W, 1] -> [(text, confidence)]; greedy runs wholly inside the SavedModel.
+
+        With a lexicon, the best of `beam_width` (at least 10) beam paths that is a lexicon word wins.
+        """
+        if lexicon is not None:
+            logits = self.module.logits(tf.constant(canvases))
+            return list(zip(*ctc.decode_lexicon(logits, self.characters, lexicon, max(beam_width, 10))))
         if beam_width > 0:
             texts, conf = ctc.decode(self.module.logits(tf.constant(canvases)), self.characters, beam_width)
         else:
@@ -77,14 +85,18 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         return [(t.decode("utf-8"), float(c)) for t, c in zip(texts.numpy(), conf.numpy())]
 
     def recognize(
-        self, images: Sequence[bytes], beam_width: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        images: Sequence[bytes],
+        beam_width: int = 0,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        lexicon: ctc.Lexicon | None = None,
     ) -> list[dict]:
         """Encoded images -> [{"text", "confidence"} or {"error"}], one entry per image, bad ones isolated."""
         prepared = self.canvases(images, max_pixels)
         good = [i for i, c in enumerate(prepared) if not isinstance(c, imaging.ImageError)]
         results: list[dict] = [{"error": str(c)} if isinstance(c, imaging.ImageError) else {} for c in prepared]
         if good:
-            read = self.recognize_canvases(np.stack([prepared[i] for i in good]), beam_width)
+            read = self.recognize_canvases(np.stack([prepared[i] for i in good]), beam_width, lexicon)
             for i, (text, conf) in zip(good, read):
                 results[i] = {"text": text, "confidence": conf}
         return results

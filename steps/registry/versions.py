@@ -44,3 +44,49 @@ def current_holder(client: MlflowClient, name: str, alias: str) -> tuple[ModelVe
         return holder, float(holder.tags[TAG_CER])
     except (KeyError, ValueError):
         return holder, math.nan
+
+
+def version_of(client: MlflowClient, name: str, model_uri: str, train_run: str) -> ModelVersion | None:
+    """The version of `name` already registered for this model (same model URI, or same train run), if any."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    for v in sorted(versions, key=lambda v: int(v.version)):
+        if v.tags.get("hwr.model_uri") == model_uri or (train_run and v.tags.get("hwr.train_run") == train_run):
+            return v
+    return None
+
+
+def description(evaluation: Run, train: Run | None) -> str:
+    """What `mlflow ui` shows for a version: its figures, data and the parameters that made it."""
+    m, t = evaluation.data.metrics, evaluation.data.tags
+    lines = [
+        f"Test CER {m.get('test_cer', math.nan):.4f} (beam {m.get('test_cer_beam', math.nan):.4f}), "
+        f"WER {m.get('test_wer', math.nan):.4f} on {int(m.get('test_samples', 0))} test samples.",
+        f"Dataset {t.get('hwr.data', '?')} (digest {t.get('hwr.dataset_digest', '?')}).",
+    ]
+    if train is not None:
+        p = train.data.params
+        keys = (
+            "image_height",
+            "image_width",
+            "conv_filters",
+            "width_pools",
+            "column_pool",
+            "rnn_units",
+            "dense_units",
+            "dropout",
+            "shortcut",
+            "epochs",
+            "batch_size",
+            "learning_rate",
+            "seed",
+        )
+        lines.append("Trained with " + ", ".join(f"{k}={p[k]}" for k in keys if k in p) + ".")
+        if "best_val_cer" in train.data.metrics:
+            lines.append(
+                f"Best validation CER {train.data.metrics['best_val_cer']:.4f} after "
+                f"{int(train.data.metrics.get('epochs_run', 0))} epochs (train run {train.info.run_id})."
+            )
+    return "\n".join(lines)

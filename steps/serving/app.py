@@ -82,6 +82,7 @@ def create_app(
     max_content_length: int = MAX_CONTENT_LENGTH,
     max_pixels: int | None = None,
     max_wait_ms: float = MAX_WAIT_MS,
+    lexicon=None,
 ):
     """The Flask app serving `model` (an exported.HandwritingModel); starts its batcher thread.
 
@@ -97,7 +98,9 @@ def create_app(
     # Werkzeug's default limit for non-file form fields is 500 kB: a base64 form field carries a whole image.
     app.config["MAX_FORM_MEMORY_SIZE"] = max_content_length
     app.json.sort_keys = False
-    batcher = MicroBatcher(model.recognize_canvases, max_batch, max_wait_ms)
+    batcher = MicroBatcher(
+        lambda canvases, beam: model.recognize_canvases(canvases, beam, lexicon), max_batch, max_wait_ms
+    )
     app.extensions["hwr.batcher"] = batcher
 
     def error(status: int, message: str, headers: dict | None = None):

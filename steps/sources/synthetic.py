@@ -5,7 +5,8 @@ runs without network access or IAM's research-only licence. Everything downstrea
 exactly as it reads real IAM.
 
 Inputs (in the repository, with their licences and provenance):
-- `data/fonts/*.ttf|*.otf`: handwriting-style fonts from Debian packages (SIL OFL), see data/fonts/README.md.
+- `data/fonts/*.ttf|*.otf|*.woff`: handwriting fonts from Debian and Fontsource (SIL OFL, Apache), see
+  data/fonts/README.md.
 - `data/words/english.txt`: common English words from Debian wamerican/SCOWL, see data/words/README.md.
 
 Outputs, in `out_dir`:
@@ -19,10 +20,11 @@ Outputs, in `out_dir`:
   is exercised.
 
 Writers: a synthetic writer is one font plus a persistent style (letter height, slant, stroke width, ink
-and paper level, letter spacing, baseline wobble, elastic warp strength, blur, noise), varied a little
-per word. Writer k owns the form group `<letter><NN>` (a01, a02, ..., a99, b01, ...) exclusively and
-writes one or more forms `<group>-<NNN>[suffix]` in it. `forms.txt` records form -> writer in IAM's
-format, so preprocess's writer-independent split keeps each synthetic writer (font) in one split.
+and paper level, letter spacing, baseline wobble, elastic warp strength, blur, noise, JPEG quality),
+varied a little per word. Writer k owns the form group `<letter><NN>` (a01, a02, ..., a99, b01, ...)
+exclusively and writes one or more forms `<group>-<NNN>[suffix]` in it. `forms.txt` records form -> hand
+in IAM's format, where the hand is the font family: writers who share a family are one "writer" there,
+so preprocess's writer-independent split is font-held-out (no font, in any style, in two splits).
 
 Deterministic: the same (num_words, num_writers, seed) gives byte-identical words.txt and words.tgz
 (plan drawn from one seeded RNG, each image from an RNG seeded by (seed, index), fixed tar/gzip
@@ -61,9 +63,38 @@ MAX_WRITERS = len(GROUP_LETTERS) * 99
 PARALLEL_MIN_WORDS = 400  # below this, starting worker processes costs more than it saves
 
 # Fonts whose glyphs join up (script): draw the word in one call so joins and contextual forms survive.
-CONNECTED_FONTS = ("DancingScript", "KaushanScript", "Ecolier")
+CONNECTED_FONTS = (
+    "DancingScript",
+    "KaushanScript",
+    "Ecolier",
+    "CedarvilleCursive",
+    "DawningOfANewDay",
+    "HomemadeApple",
+    "LaBelleAurore",
+    "MrDafoe",
+    "NothingYouCouldDo",
+    "Pacifico",
+    "Sacramento",
+    "Satisfy",
+)
 # Fonts already slanted by design: less extra shear, so the total lean stays human.
-SLANTED_FONTS = ("Italic", "DancingScript", "KaushanScript", "Kristi")
+SLANTED_FONTS = (
+    "Italic",
+    "DancingScript",
+    "KaushanScript",
+    "Kristi",
+    "Caveat",
+    "CedarvilleCursive",
+    "DawningOfANewDay",
+    "HomemadeApple",
+    "Kalam",
+    "LaBelleAurore",
+    "MrDafoe",
+    "NothingYouCouldDo",
+    "Pacifico",
+    "Satisfy",
+)
+FONT_SUFFIXES = (".ttf", ".otf", ".woff")
 
 # Frequent English words, most frequent first, with LOB-like tags (IAM's tag set): real text is
 # Zipfian, so function words must be far more frequent than a uniform draw from the word list makes them.
@@ -159,6 +190,7 @@ class Writer:
     blur: float  # Gaussian blur radius of the strokes
     noise: float  # sd of pixel noise
     texture: float  # amplitude of low-frequency paper unevenness
+    jpeg: int  # JPEG quality the writer's scanner compresses with (0: lossless scan)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,9 +226,9 @@ class PlannedWord:
 
 def list_fonts(fonts_dir: Path = FONTS_DIR) -> list[Path]:
     """The bundled font files, sorted so that writer->font assignment does not depend on the filesystem."""
-    fonts = sorted(p for p in fonts_dir.iterdir() if p.suffix.lower() in (".ttf", ".otf"))
+    fonts = sorted(p for p in fonts_dir.iterdir() if p.suffix.lower() in FONT_SUFFIXES)
     if not fonts:
-        raise FileNotFoundError(f"no .ttf/.otf fonts in {fonts_dir}: the synthetic dataset needs data/fonts/")
+        raise FileNotFoundError(f"no .ttf/.otf/.woff fonts in {fonts_dir}: the synthetic dataset needs data/fonts/")
     return fonts
 
 
@@ -288,6 +320,8 @@ def make_writers(num_writers: int, seed: int, fonts: Sequence[str]) -> list[Writ
                 blur=rng.uniform(0.0, 0.8),
                 noise=rng.uniform(0.0, 5.0),
                 texture=rng.uniform(0.0, 8.0),
+                # Many archives hold JPEG scans: blocky artefacts around strokes, at a quality per scanner.
+                jpeg=int(rng.integers(20, 80)) if rng.random() < 0.4 else 0,
             )
         )
     return writers
@@ -555,6 +589,10 @@ def render(job: Job) -> tuple[bytes, int, int]:
     texture = np.asarray(texture.resize((width, height), Image.Resampling.BICUBIC))
     pixels = paper + texture - (paper - ink) * mask + rng.normal(0, w.noise, mask.shape)
     img = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
+    if w.jpeg:
+        scanned = io.BytesIO()
+        img.save(scanned, format="JPEG", quality=int(np.clip(w.jpeg + rng.integers(-8, 9), 10, 95)))
+        img = Image.open(scanned)
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     data = buffer.getvalue()
@@ -659,10 +697,13 @@ def generate(out_dir: Path, num_words: int, num_writers: int, seed: int, progres
         # forms.txt in IAM's format (form id, writer id, ...) so preprocess keeps every writer in one
         # split, exactly as it does for official IAM, whose ascii.tgz carries the same file.
         forms = sorted({p.id.rsplit("-", 2)[0] for p in planned})
-        groups = sorted({f[:3] for f in forms})
+        # The writer id is the hand: the font family. Writers sharing a family (and a family's weights and
+        # italics) are one writer for the split, so no font is ever in two splits.
+        hands = sorted({font_family(w.font) for w in writers})
+        hand_of_group = {w.group: hands.index(font_family(w.font)) for w in writers}
         forms_tmp.write_text(
-            "# form-id writer-id (synthetic: writer k owns form group k)\n"
-            + "".join(f"{f} {groups.index(f[:3]):03d} 1 prt 1 1 1 1\n" for f in forms),
+            "# form-id writer-id (synthetic: the writer id is the hand, i.e. the font family)\n"
+            + "".join(f"{f} {hand_of_group[f[:3]]:03d} 1 prt 1 1 1 1\n" for f in forms),
             encoding="utf-8",
         )
         os.replace(forms_tmp, out_dir / config.FORMS_TXT)
@@ -688,6 +729,7 @@ def generate(out_dir: Path, num_words: int, num_writers: int, seed: int, progres
         "ok": flags.count("ok"),
         "err": flags.count("err"),
         "fonts": len({w.font for w in writers}),
+        "hands": len({font_family(w.font) for w in writers}),
         "empty": sum(p.job.kind == "empty" for p in planned),
         "corrupt": sum(p.job.kind == "corrupt" for p in planned),
     }

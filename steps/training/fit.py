@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import keras
 import tensorflow as tf
@@ -22,6 +22,7 @@ from steps.evaluation import metrics
 from steps.inference import ctc
 from steps.training import inputs
 from steps.training import model as modelib
+from steps.training.errors import ConfigError
 from steps.training.model import ModelConfig
 from steps.workflow import config
 
@@ -38,12 +39,85 @@ class TrainConfig:
     seed: int
     model: ModelConfig
 
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> "TrainConfig":
+        """From train's parameters as MLproject and `mlflow run` spell them (every one needed, no defaults)."""
+        return cls(
+            batch_size=int(params["batch_size"]),
+            epochs=int(params["epochs"]),
+            learning_rate=float(params["learning_rate"]),
+            patience=int(params["patience"]),
+            augment=modelib.parse_bool(params["augment"]),
+            seed=int(params["seed"]),
+            model=ModelConfig.from_params(params),
+        )
+
 
 @dataclass
 class Fitted:
     model: keras.Model  # with the best-val-CER weights
     history: dict[str, list[float]]
     dataset: DatasetInfo
+    stopped: str  # why training ended, in words
+
+
+# CTC models emit only blanks (val CER 1.0) for their first epochs; patience counts from the first epoch
+# below this, so early stopping can never end a run before the model has started to read.
+LEARNING_STARTED = 0.98
+
+
+def stop_reason(val_cer: list[float], patience: int) -> str | None:
+    """Why to stop after these epochs' validation CERs, or None to go on. Pure, and so resume-safe."""
+    started = [i for i, c in enumerate(val_cer) if c < LEARNING_STARTED]
+    if not started:
+        return None
+    best = min(range(started[0], len(val_cer)), key=lambda i: (val_cer[i], i))
+    if len(val_cer) - 1 - best >= patience:
+        return (
+            f"stopped early after epoch {len(val_cer)}: val CER has not improved for {patience} epochs "
+            f"(best {val_cer[best]:.4f} at epoch {best + 1})"
+        )
+    return None
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """Stops on stop_reason(history of val CER); reads the history the EpochReport before it keeps."""
+
+    def __init__(self, report: "EpochReport", patience: int):
+        super().__init__()
+        self.report, self.patience, self.reason = report, patience, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.reason = stop_reason(self.report.history["val_cer"], self.patience)
+        if self.reason:
+            self.model.stop_training = True
+
+
+def ctc_length(text: str) -> int:
+    """Time steps CTC needs for a label: one per character, plus a blank between each pair of repeats."""
+    return len(text) + sum(a == b for a, b in zip(text, text[1:]))
+
+
+def check_feasible(cfg: TrainConfig, info: DatasetInfo, train_texts: list[str]) -> None:
+    """Refuse, before any work, a configuration that cannot learn these labels."""
+    try:
+        modelib.check_shape(cfg.model, info.image_height, info.image_width)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    steps = cfg.model.time_steps(info.image_width)
+    longest = max(train_texts, key=ctc_length)
+    if steps < ctc_length(longest):
+        raise ConfigError(
+            f"the model reads {steps} time steps ({info.image_width} px wide canvas / 2**{cfg.model.width_pools}), "
+            f"but CTC needs {ctc_length(longest)} for the longest training label {longest!r}: use fewer width "
+            f"pools (-P width_pools={max(cfg.model.width_pools - 1, 0)}), a wider canvas at preprocess "
+            f"(-P image_width={info.image_width * 2}) or a lower -P max_label_length"
+        )
+    if cfg.batch_size > info.samples["train"]:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is larger than the {info.samples['train']} training samples: "
+            f"use -P batch_size={max(1, info.samples['train'] // 4)} or more data"
+        )
 
 
 def strategy() -> tf.distribute.Strategy:
@@ -70,6 +144,7 @@ class EpochReport(keras.callbacks.Callback):
 
     def __init__(
         self,
+        recogniser: keras.Model,
         val_ds: tf.data.Dataset,
         val_texts: list[str],
         characters: tf.Tensor,
@@ -78,6 +153,7 @@ class EpochReport(keras.callbacks.Callback):
         on_epoch: Callable[[int, dict], None] | None,
     ):
         super().__init__()
+        self.recogniser = recogniser  # decodes validation; self.model (the trainer) may have a second head
         self.val_ds, self.val_texts, self.characters = val_ds, val_texts, characters
         self.train_samples, self.on_epoch = train_samples, on_epoch
         self.history_file, self.best_file = work_dir / "history.json", work_dir / "best.weights.h5"
@@ -94,7 +170,7 @@ class EpochReport(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         predicted = []
         for images, _ in self.val_ds:
-            texts, _ = ctc.decode(self.model(images, training=False), self.characters)
+            texts, _ = ctc.decode(self.recogniser(images, training=False), self.characters)
             predicted += [t.decode() for t in texts.numpy()]
         rates = metrics.error_rates(self.val_texts, predicted)
         logs["val_cer"], logs["val_wer"] = rates["cer"], rates["wer"]
@@ -129,22 +205,46 @@ def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int
         if info.shards.get("train", 0) >= dist.num_replicas_in_sync
         else tf.data.experimental.AutoShardPolicy.DATA
     )
-    train_ds = inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed).with_options(options)
+    train_ds = inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed)
     val_ds = inputs.batches(info, "val", global_batch)
     val_texts = [t.decode() for t in reader.records(info, "val").map(lambda ex: ex["text"]).as_numpy_iterator()]
+    train_texts = [t.decode() for t in reader.records(info, "train").map(lambda ex: ex["text"]).as_numpy_iterator()]
+    check_feasible(cfg, info, train_texts)
     with dist.scope():
-        net = modelib.build(cfg.model, info.image_height, info.image_width, info.charset.size)
-        net.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=ctc.loss)
+        net, trainer = modelib.build_for_training(cfg.model, info.image_height, info.image_width, info.charset.size)
+        if trainer is net:
+            trainer.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=ctc.loss)
+        else:  # both heads learn the same labels; the shortcut's loss is weighted down
+            trainer.compile(
+                optimizer=keras.optimizers.Adam(cfg.learning_rate),
+                loss={"logits": ctc.loss, "shortcut": ctc.loss},
+                loss_weights={"logits": 1.0, "shortcut": cfg.model.shortcut},
+            )
+    if trainer is not net:
+        train_ds, val_ds_fit = (ds.map(lambda x, y: (x, {"logits": y, "shortcut": y})) for ds in (train_ds, val_ds))
+    else:
+        val_ds_fit = val_ds
+    train_ds = train_ds.with_options(options)
     report = EpochReport(
-        val_ds, val_texts, tf.constant(list(info.charset.characters)), info.samples["train"], work_dir, on_epoch
+        net, val_ds, val_texts, tf.constant(list(info.charset.characters)), info.samples["train"], work_dir, on_epoch
     )
-    callbacks = [  # in this order: the report writes val_cer into the logs that the last two read
+    stop = EarlyStop(report, cfg.patience)
+    callbacks = [  # in this order: the report writes val_cer into the logs and the history the last two read
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
         report,
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), min_lr=1e-5),
-        keras.callbacks.EarlyStopping("val_cer", patience=cfg.patience, mode="min"),
+        stop,
     ]
-    net.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
+    trainer.fit(train_ds, validation_data=val_ds_fit, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
     if report.best_file.exists():
-        net.load_weights(report.best_file)
-    return Fitted(net, report.history, info)
+        trainer.load_weights(report.best_file)  # the recogniser shares the trainer's layers
+    epochs = len(report.history["val_cer"])
+    stopped = stop.reason or (
+        f"ran all {cfg.epochs} epochs"
+        if min(report.history["val_cer"]) < LEARNING_STARTED
+        else f"ran all {cfg.epochs} epochs and the model never started to read (val CER stayed at "
+        f"{min(report.history['val_cer']):.2f}): train longer, on more data, or with another learning rate"
+    )
+    if epochs < cfg.epochs and not stop.reason:
+        stopped = f"stopped after epoch {epochs}"
+    return Fitted(net, report.history, info, stopped)

@@ -1,7 +1,10 @@
 """The recogniser: a CNN + BiLSTM emitting per-column character logits, trained with CTC.
 
-Default shape follows the Keras IAM example (2 conv blocks, dense, 2 BiLSTMs), configurable in
-depth and width. The model outputs logits over blank (class 0) + the charset's characters; labels
+The shape is configurable in depth and width. What the literature on CRNN-CTC for handwriting finds to
+matter is available as options and measured in the README: column-wise max pooling of the CNN features
+before the recurrent layers, blocks that pool the height only (so depth does not cost time steps), and an
+auxiliary CTC "shortcut" head on the CNN features during training (Retsinas et al. 2022), which gives the
+convolutions a direct gradient and gets CTC past its all-blank start quickly. The model outputs logits over blank (class 0) + the charset's characters; labels
 are padded with 0, which CTC never sees because each label's true length is passed (keras issue
 21876: passing the padded width as label_length trains on padding).
 """
@@ -9,6 +12,7 @@ are padded with 0, which CTC never sees because each label's true length is pass
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import keras
 
@@ -17,34 +21,99 @@ import keras
 class ModelConfig:
     """The network's shape; no defaults here (they are train's MLproject parameters)."""
 
-    conv_filters: tuple[int, ...]  # one conv block (conv, batch norm, relu, 2x2 max pool) per entry
-    dense_units: int
+    conv_filters: tuple[int, ...]  # one conv block (conv 3x3, batch norm, relu, max pool) per entry
+    width_pools: int  # how many of the blocks (the first ones) halve the width too; the others halve the height only
+    column_pool: bool  # collapse each column of CNN features by its max over height, instead of flattening it
+    dense_units: int  # per-column projection before the BiLSTMs
     rnn_units: tuple[int, ...]  # one BiLSTM per entry
     dropout: float
+    shortcut: float  # weight of the auxiliary CTC head on the CNN features in training (0 = none)
 
+    def time_steps(self, width: int) -> int:
+        return width // 2**self.width_pools
 
-def build(config: ModelConfig, height: int, width: int, num_classes: int) -> keras.Model:
-    """float32 images [B, height, width, 1] in [0, 1] -> logits [B, width / 2**len(conv_filters), num_classes]."""
-    conv_filters, rnn_units, dropout = config.conv_filters, config.rnn_units, config.dropout
-    if width % 2 ** len(conv_filters) or height % 2 ** len(conv_filters):
-        raise ValueError(
-            f"image size {height}x{width} must be divisible by 2**{len(conv_filters)} (one pooling per conv block)"
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> "ModelConfig":
+        """From train's parameters as MLproject and `mlflow run` spell them ("32,64", "true", "0.1")."""
+        return cls(
+            conv_filters=parse_ints(params["conv_filters"]),
+            width_pools=int(params["width_pools"]),
+            column_pool=parse_bool(params["column_pool"]),
+            dense_units=int(params["dense_units"]),
+            rnn_units=parse_ints(params["rnn_units"]),
+            dropout=float(params["dropout"]),
+            shortcut=float(params["shortcut"]),
         )
+
+
+def parse_ints(value: object) -> tuple[int, ...]:
+    """ "32,64" (or a sequence) -> (32, 64); ValueError unless positive integers."""
+    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+    try:
+        ints = tuple(int(v) for v in items if str(v).strip())
+    except ValueError:
+        ints = ()
+    if not ints or min(ints) < 1:
+        raise ValueError(f"expected comma-separated positive integers like 32,64, got {value!r}")
+    return ints
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return text in ("true", "1", "yes")
+
+
+def check_shape(config: ModelConfig, height: int, width: int) -> None:
+    """ValueError unless the canvas fits the pooling of the conv blocks."""
+    if not 0 <= config.width_pools <= len(config.conv_filters):
+        raise ValueError(f"width_pools must be between 0 and the {len(config.conv_filters)} conv blocks")
+    if height % 2 ** len(config.conv_filters) or width % 2**config.width_pools:
+        raise ValueError(
+            f"image size {height}x{width} must be divisible by 2**{len(config.conv_filters)} in height and "
+            f"2**{config.width_pools} in width (one pooling per conv block)"
+        )
+
+
+def build_for_training(
+    config: ModelConfig, height: int, width: int, num_classes: int
+) -> tuple[keras.Model, keras.Model]:
+    """(recogniser, trainer): the recogniser maps float32 images [B, height, width, 1] in [0, 1] to logits
+    [B, time steps, num_classes]; the trainer shares its layers and adds the shortcut head's logits as a second
+    output when config.shortcut > 0 (else it is the recogniser itself)."""
+    check_shape(config, height, width)
     inputs = keras.Input((height, width, 1), name="image")
     # Columns become time steps: put width first so each step sees one vertical slice.
     x = keras.layers.Permute((2, 1, 3))(inputs)
-    for i, filters in enumerate(conv_filters):
+    for i, filters in enumerate(config.conv_filters):
         x = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"conv{i + 1}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
         x = keras.layers.Activation("relu")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
-    steps, features = width // 2 ** len(conv_filters), (height // 2 ** len(conv_filters)) * conv_filters[-1]
-    x = keras.layers.Reshape((steps, features))(x)
+        x = keras.layers.MaxPooling2D((2, 2) if i < config.width_pools else (1, 2), name=f"pool{i + 1}")(x)
+    steps, rows = config.time_steps(width), height // 2 ** len(config.conv_filters)
+    if config.column_pool:
+        x = keras.layers.MaxPooling2D((1, rows), name="column_pool")(x)
+        x = keras.layers.Reshape((steps, config.conv_filters[-1]))(x)
+    else:
+        x = keras.layers.Reshape((steps, rows * config.conv_filters[-1]))(x)
+    features = x
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
-    x = keras.layers.Dropout(dropout)(x)
-    for i, units in enumerate(rnn_units):
+    x = keras.layers.Dropout(config.dropout)(x)
+    for i, units in enumerate(config.rnn_units):
         x = keras.layers.Bidirectional(
-            keras.layers.LSTM(units, return_sequences=True, dropout=dropout), name=f"bilstm{i + 1}"
+            keras.layers.LSTM(units, return_sequences=True, dropout=config.dropout), name=f"bilstm{i + 1}"
         )(x)
-    outputs = keras.layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name="crnn")
+    logits = keras.layers.Dense(num_classes, name="logits")(x)
+    recogniser = keras.Model(inputs, logits, name="crnn")
+    if config.shortcut <= 0:
+        return recogniser, recogniser
+    shortcut = keras.layers.Conv1D(num_classes, 3, padding="same", name="shortcut")(features)
+    return recogniser, keras.Model(inputs, {"logits": logits, "shortcut": shortcut}, name="crnn_trainer")
+
+
+def build(config: ModelConfig, height: int, width: int, num_classes: int) -> keras.Model:
+    """The recogniser alone: float32 images [B, height, width, 1] in [0, 1] -> logits [B, time steps, num_classes]."""
+    return build_for_training(config, height, width, num_classes)[0]

@@ -29,10 +29,9 @@ def user_errors(*types: type[BaseException]) -> Callable:
 
 def ints(text: str) -> tuple[int, ...]:
     """A comma-separated list of positive integers (conv_filters=32,64), as a click value."""
+    from steps.training.model import parse_ints
+
     try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise click.BadParameter(f"expected comma-separated positive integers like 32,64, got {text!r}")
-    return values
+        return parse_ints(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None

@@ -6,9 +6,11 @@ for its input, register looking for the evaluation of a model, the tests) goes t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import mlflow
 from mlflow.entities import Run
@@ -21,19 +23,50 @@ class UpstreamNotFound(LookupError):
     """No finished run of the step a step needs its input from."""
 
 
-def start_step(step: str, params: Mapping[str, object]) -> mlflow.ActiveRun:
-    """Start (or, under `mlflow run`, resume via MLFLOW_RUN_ID) the run of a step and tag it.
+class Killed(BaseException):
+    """SIGTERM arrived: unwind (so temporary directories are removed) and end the run as KILLED."""
 
-    `mlflow run` has already logged the declared parameters; a direct `python -m steps.x` has not,
-    so only the missing ones are logged (re-logging a param with another string value is an error).
+
+@contextlib.contextmanager
+def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.ActiveRun]:
+    """Start (or, under `mlflow run`, resume via MLFLOW_RUN_ID) the run of a step, tag and name it; end it.
+
+    `mlflow run` has already logged the declared parameters; a direct `python -m steps.x` has not, so only
+    the missing ones are logged (re-logging a param with another string value is an error). The run ends
+    FINISHED, FAILED on an error, and KILLED on Ctrl-C or SIGTERM (never left RUNNING).
     """
     run = mlflow.start_run()
-    mlflow.set_tags({config.TAG_STEP: step, config.TAG_CODE_DIGEST: config.code_digest()})
-    logged = mlflow.get_run(run.info.run_id).data.params
+    run_id = run.info.run_id
+    mlflow.set_tags(
+        {config.TAG_STEP: step, config.TAG_CODE_DIGEST: config.code_digest(), "mlflow.runName": f"{step}-{run_id[:8]}"}
+    )
+    logged = mlflow.get_run(run_id).data.params
     missing = {k: param_value(v) for k, v in params.items() if k not in logged}
     if missing:
         mlflow.log_params(missing)
-    return run
+    previous = signal.signal(signal.SIGTERM, _raise_killed) if _main_thread() else None
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    except (KeyboardInterrupt, Killed):
+        status = "KILLED"
+        log(f"{step}: interrupted; run {run_id} ends as KILLED")
+        raise SystemExit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        mlflow.end_run(status)
+
+
+def _raise_killed(signum, frame) -> None:
+    raise Killed()
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def param_value(value: object) -> str:

@@ -149,3 +149,32 @@ def test_mlflow_run_register(mlflow_store, mlflow_run):
     )
     assert run.info.status == "FINISHED" and run.data.params["model_uri"] == uri
     assert run.data.tags["mlflow.project.entryPoint"] == "register" and run.data.tags["hwr.decision"] == "promoted"
+
+
+def test_a_model_above_max_cer_is_not_registered_and_the_log_says_what_to_do(mlflow_store):
+    blank, *_ = evaluated_model(1.0)  # what a model that emits nothing scores
+    result, run = run_register("--model-uri", blank)
+    assert result.exit_code == 0, result.output
+    assert run.data.tags["hwr.decision"] == "rejected"
+    reason = run.data.tags["hwr.decision_reason"]
+    assert "above max_cer 0.5" in reason and "reads nothing" in reason and "-P epochs=" in reason
+    assert mlflow_store.search_model_versions(f"name = '{config.REGISTERED_MODEL}'") == []
+    assert "models:/" not in result.output  # no version to print
+    # the bar is a parameter: lowered on purpose, the same model is registered
+    result, run = run_register("--model-uri", blank, "--max-cer", "1.0")
+    assert result.exit_code == 0 and run.data.tags["hwr.decision"] == "promoted"
+
+
+def test_the_same_model_is_not_registered_twice_and_versions_have_a_description(mlflow_store):
+    client, name = mlflow_store, config.REGISTERED_MODEL
+    uri, train_run, _ = evaluated_model(0.25)
+    with mlflow.start_run(run_id=train_run):
+        mlflow.log_params({"conv_filters": "32,64", "epochs": "30"})
+        mlflow.log_metrics({"best_val_cer": 0.2, "epochs_run": 12})
+    run_register("--model-uri", uri)
+    result, run = run_register("--model-uri", uri)
+    assert result.exit_code == 0, result.output
+    assert run.data.tags["hwr.decision"] == "unchanged" and run.data.tags["hwr.registered_version"] == "1"
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    text = client.get_model_version(name, "1").description
+    assert "Test CER 0.2500" in text and "d1g3st" in text and "conv_filters=32,64" in text and "12 epochs" in text

@@ -146,7 +146,15 @@ def test_train_resumes_after_being_killed(step_chain, tmp_path):
         patience=5,
         augment=True,
         seed=1,
-        model=ModelConfig(conv_filters=(8, 16), dense_units=16, rnn_units=(32,), dropout=0.1),
+        model=ModelConfig(
+            conv_filters=(8, 16),
+            width_pools=2,
+            column_pool=False,
+            dense_units=16,
+            rnn_units=(32,),
+            dropout=0.1,
+            shortcut=0.0,
+        ),
     )
     seen = []
 

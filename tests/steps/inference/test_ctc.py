@@ -105,3 +105,33 @@ def test_decode_of_multibyte_characters():
         probs[0, t, c] = 0.9
     out, _ = ctc.decode(tf.constant(np.log(probs).astype(np.float32)), chars)
     assert texts(out) == ["ééß"]
+
+
+# --- lexicon-constrained decoding ----------------------------------------------------------------------
+
+
+def two_readings() -> np.ndarray:
+    """One step whose best reading is 'h' (0.6) and second best 'e' (0.35)."""
+    probs = np.array([[[0.01, 0.35, 0.6, 0.02, 0.02]]], np.float64)
+    return np.log(probs).astype(np.float32)
+
+
+def test_lexicon_prefers_the_best_path_that_is_a_word():
+    assert ctc.decode_lexicon(two_readings(), CHARACTERS, ctc.Lexicon(["e"]), beam_width=5)[0] == ["e"]
+    assert ctc.decode_lexicon(two_readings(), CHARACTERS, ctc.Lexicon(["H", "e"]), beam_width=5)[0] == ["h"]
+
+
+def test_an_out_of_lexicon_word_is_still_read_by_the_free_beam():
+    text, confidence = ctc.decode_lexicon(two_readings(), CHARACTERS, ctc.Lexicon(["zebra"]), beam_width=5)
+    assert text == [texts(ctc.decode(two_readings(), CHARACTERS, beam_width=5)[0])[0]] == ["h"]
+    assert 0.0 < confidence[0] <= 1.0
+
+
+def test_a_lexicon_file_is_read_one_word_per_line(tmp_path):
+    (tmp_path / "words.txt").write_text("Hello\n\nworld\n", encoding="utf-8")
+    lexicon = ctc.Lexicon.load(tmp_path / "words.txt")
+    assert len(lexicon) == 2 and "hello" in lexicon and "WORLD" in lexicon and "other" not in lexicon
+    with pytest.raises(ValueError, match="cannot read lexicon"):
+        ctc.Lexicon.load(tmp_path / "missing.txt")
+    with pytest.raises(ValueError, match="empty"):
+        ctc.Lexicon([" ", ""])

@@ -268,3 +268,47 @@ def test_a_dataset_of_mixed_formats_and_sizes_maps_to_uniform_canvases():
     assert batch.shape == (len(names), H, W, 1) and batch.dtype == np.uint8
     for i, n in enumerate(names):
         np.testing.assert_array_equal(batch[i], imaging.preprocess_bytes(tf.constant(SAMPLES[n]), H, W).numpy())
+
+
+# --- check: the cheap gate before decoding ---------------------------------------------------------
+
+
+def _gif(frames: int, size=(50, 40)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    images = [Image.new("L", size, (i * 37) % 256) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, "GIF", save_all=frames > 1, append_images=images[1:])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("frames", [1, 2, 9])
+def test_gif_frames_are_counted_without_decoding_as_pil_counts_them(frames):
+    import io
+
+    from PIL import Image
+
+    data = _gif(frames)
+    assert imaging.gif_frames(data) == Image.open(io.BytesIO(data)).n_frames == frames
+
+
+def test_an_animated_gif_is_limited_by_all_its_frames_together():
+    data = _gif(9)
+    assert imaging.check(data, max_pixels=50 * 40 * 9) == "GIF"
+    with pytest.raises(imaging.ImageTooLarge, match="GIF of 9 frames of 50x40 pixels exceeds the limit of 17999"):
+        imaging.check(data, max_pixels=50 * 40 * 9 - 1)
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        (b"", imaging.EmptyImage, "empty file"),
+        (b"<html>login</html>", imaging.UnsupportedFormat, "not an image in a supported format"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 8, imaging.CorruptImage, "corrupt PNG image"),
+    ],
+)
+def test_check_names_what_is_wrong(data, error, message):
+    with pytest.raises(error, match=message):
+        imaging.check(data)

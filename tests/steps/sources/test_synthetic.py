@@ -6,7 +6,9 @@ import io
 import re
 import string
 import tarfile
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,13 +222,30 @@ def test_bad_arguments():
 
 
 def test_forms_txt_names_each_forms_writer(generated):
-
     a, _, _, counts = generated
     writers = iam_format.parse_forms((a / config.FORMS_TXT).read_text().splitlines())
     words, _ = iam_format.parse_words((a / config.WORDS_TXT).read_text().splitlines())
     assert {w.form for w in words} == set(writers)  # every form has its writer
-    assert len(set(writers.values())) == counts["writers"]
-    # a writer is one font: all forms of a writer share the form group, no group has two writers
+    assert len(set(writers.values())) == counts["hands"]
+    # a form group belongs to one synthetic writer, so all its forms name the same writer id
     by_group = {}
     for form, writer in writers.items():
         assert by_group.setdefault(form[:3], writer) == writer
+
+
+def test_writer_id_is_the_hand_so_no_font_can_be_in_two_splits():
+    """Writers who share a font family share the writer id that preprocess splits on (font-held-out)."""
+    fonts = [p.name for p in synthetic.list_fonts()]
+    families = {synthetic.font_family(f) for f in fonts}
+    num_writers = len(families) + 5  # more writers than families: some families write twice
+    writers, planned = synthetic.plan(600, num_writers, 0, fonts, synthetic.load_vocabulary())
+    assert max(Counter(synthetic.font_family(w.font) for w in writers).values()) >= 2  # a family writes twice
+    with tempfile.TemporaryDirectory() as tmp:
+        counts = synthetic.generate(Path(tmp), 600, num_writers, 0, progress=False)
+        forms = iam_format.parse_forms((Path(tmp) / config.FORMS_TXT).read_text().splitlines())
+    assert counts["hands"] == len(families) and len(set(forms.values())) == len(families)
+    family_of_group = {w.group: synthetic.font_family(w.font) for w in writers}
+    hand_families: dict[str, set[str]] = {}
+    for form, hand in forms.items():
+        hand_families.setdefault(hand, set()).add(family_of_group[form[:3]])
+    assert all(len(f) == 1 for f in hand_families.values())  # one hand id, one font family

@@ -6,6 +6,7 @@ so that test_exported reuses the same trained network (texts it decodes are then
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import time
@@ -29,14 +30,7 @@ _TRAIN = config.defaults("train")
 
 def model_config(**overrides) -> ModelConfig:
     """train's MLproject defaults (the only place they live), with `overrides`."""
-    ints = lambda text: tuple(int(v) for v in str(text).split(","))  # noqa: E731
-    base = dict(
-        conv_filters=ints(_TRAIN["conv_filters"]),
-        dense_units=int(_TRAIN["dense_units"]),
-        rnn_units=ints(_TRAIN["rnn_units"]),
-        dropout=float(_TRAIN["dropout"]),
-    )
-    return ModelConfig(**{**base, **overrides})
+    return dataclasses.replace(ModelConfig.from_params(_TRAIN), **overrides)
 
 
 H, W, MAX_LEN = 32, 128, 12
@@ -119,7 +113,10 @@ def test_default_config_output_shape():
 
 def test_deeper_config_output_shape():
     net = modelib.build(
-        model_config(conv_filters=(16, 32, 48), dense_units=32, rnn_units=(32, 32, 16)), H, W, num_classes=30
+        model_config(conv_filters=(16, 32, 48), width_pools=3, dense_units=32, rnn_units=(32, 32, 16)),
+        H,
+        W,
+        num_classes=30,
     )
     out = net(tf.zeros((2, H, W, 1)), training=False)
     assert out.shape == (2, W // 8, 30)
@@ -134,7 +131,7 @@ def test_other_canvas_sizes_give_one_time_step_per_pooled_column():
 
 def test_canvas_not_divisible_by_the_pooling_is_refused():
     with pytest.raises(ValueError, match="divisible"):
-        modelib.build(model_config(conv_filters=(8, 8, 8)), 32, 100, num_classes=5)
+        modelib.build(model_config(conv_filters=(8, 8, 8), width_pools=3), 32, 100, num_classes=5)
 
 
 # --- loss ----------------------------------------------------------------------------------------
@@ -215,3 +212,27 @@ def test_model_survives_a_keras_save_and_load(tmp_path):
     np.testing.assert_allclose(
         reloaded(run.inputs, training=False).numpy(), run.net(run.inputs, training=False).numpy(), atol=1e-5
     )
+
+
+def test_height_only_pooling_keeps_the_time_steps_of_width_pools():
+    config = model_config(conv_filters=(8, 8, 8, 8), width_pools=2, column_pool=True, dense_units=8, rnn_units=(8,))
+    net = modelib.build(config, H, W, num_classes=5)
+    assert net(tf.zeros((1, H, W, 1))).shape == (1, W // 4, 5) == (1, config.time_steps(W), 5)
+
+
+def test_the_shortcut_head_is_a_second_output_of_the_trainer_only():
+    config = model_config(conv_filters=(8, 8), dense_units=8, rnn_units=(8,), shortcut=0.1)
+    net, trainer = modelib.build_for_training(config, H, W, num_classes=5)
+    out = trainer(tf.zeros((2, H, W, 1)))
+    assert set(out) == {"logits", "shortcut"} and out["shortcut"].shape == out["logits"].shape == (2, W // 4, 5)
+    assert net(tf.zeros((2, H, W, 1))).shape == (2, W // 4, 5)  # the recogniser has one output, shared layers
+    assert {w.path for w in net.weights} < {w.path for w in trainer.weights}
+    plain_net, plain_trainer = modelib.build_for_training(model_config(shortcut=0.0), H, W, num_classes=5)
+    assert plain_net is plain_trainer
+
+
+def test_model_config_reads_train_parameters_as_mlflow_spells_them():
+    config = ModelConfig.from_params({**_TRAIN, "conv_filters": "8,16", "column_pool": "true", "shortcut": "0.2"})
+    assert config.conv_filters == (8, 16) and config.column_pool is True and config.shortcut == 0.2
+    with pytest.raises(ValueError, match="positive integers"):
+        ModelConfig.from_params({**_TRAIN, "conv_filters": "8,x"})

@@ -1,0 +1,66 @@
+"""steps.training.fit: when training stops, and which configurations are refused before any work."""
+
+from __future__ import annotations
+
+import pytest
+
+from steps.dataset.info import DatasetInfo
+from steps.inference.charset import Charset
+from steps.training.errors import ConfigError
+from steps.training.fit import TrainConfig, check_feasible, ctc_length, stop_reason
+from steps.training.model import ModelConfig
+
+
+def test_patience_never_runs_out_while_the_model_still_emits_blanks():
+    assert stop_reason([1.0] * 20, patience=3) is None  # the all-blank start of CTC does not count
+
+
+def test_patience_counts_from_the_first_epoch_that_reads():
+    assert stop_reason([1.0, 1.0, 0.9, 0.8], patience=2) is None
+    assert stop_reason([1.0, 1.0, 0.9, 0.8, 0.85, 0.81], patience=2) == (
+        "stopped early after epoch 6: val CER has not improved for 2 epochs (best 0.8000 at epoch 4)"
+    )
+
+
+def test_a_tie_is_no_improvement():
+    assert "best 0.5000 at epoch 1" in stop_reason([0.5, 0.5, 0.5], patience=2)
+
+
+def test_ctc_length_counts_a_blank_between_repeats():
+    assert [ctc_length(t) for t in ("", "a", "ab", "aa", "hello", "aaa")] == [0, 1, 2, 3, 6, 5]
+
+
+def info(width: int = 128, train: int = 100) -> DatasetInfo:
+    return DatasetInfo(
+        "/nowhere",
+        32,
+        width,
+        24,
+        {"train": train, "val": 10, "test": 10},
+        {},
+        {},
+        "",
+        "writer",
+        Charset(tuple("abcdefghijklmnopqrstuvwxyz")),
+    )
+
+
+def cfg(width_pools: int = 2, batch_size: int = 32, conv=(32, 64)) -> TrainConfig:
+    return TrainConfig(batch_size, 3, 1e-3, 3, False, 0, ModelConfig(conv, width_pools, True, 16, (16,), 0.0, 0.0))
+
+
+def test_too_few_time_steps_for_the_longest_label_is_refused_with_the_fix():
+    texts = ["short", "a" * 20]  # needs 39 time steps
+    check_feasible(cfg(width_pools=1), info(), texts)  # 64 steps: fine
+    with pytest.raises(ConfigError, match=r"32 time steps .* CTC needs 39 .*-P width_pools=1"):
+        check_feasible(cfg(width_pools=2), info(), texts)
+
+
+def test_a_batch_larger_than_the_training_set_is_refused():
+    with pytest.raises(ConfigError, match="batch_size 64 is larger than the 50 training samples"):
+        check_feasible(cfg(batch_size=64), info(train=50), ["word"])
+
+
+def test_a_canvas_the_pooling_cannot_divide_is_refused():
+    with pytest.raises(ConfigError, match="divisible"):
+        check_feasible(cfg(conv=(8, 8, 8, 8, 8, 8)), info(), ["word"])
