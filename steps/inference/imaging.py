@@ -44,6 +44,10 @@ class CorruptImage(ImageError):
     """A supported format whose data cannot be decoded (truncated, damaged)."""
 
 
+class BlankImage(ImageError):
+    """An image with no ink on it: nothing to read (preprocess drops these too)."""
+
+
 def sniff_format(data: bytes) -> str | None:
     """Name of the image format of `data` from its magic number, or None if unsupported."""
     for magic, name in zip(_TF_MAGIC + _TIFF_MAGIC, ("PNG", "JPEG", "BMP", "GIF", "TIFF", "TIFF")):

@@ -51,9 +51,12 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         """Encoded bytes -> uint8 canvas, or the imaging.ImageError saying why the bytes are not usable."""
         fmt = imaging.check(data, max_pixels)
         try:
-            return self.module.preprocess(tf.constant(data)).numpy()
+            canvas = self.module.preprocess(tf.constant(data)).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             raise imaging.CorruptImage(f"corrupt {fmt} image") from None
+        if not canvas.any():
+            raise imaging.BlankImage("the image holds no ink: nothing to read")
+        return canvas
 
     def canvases(
         self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS

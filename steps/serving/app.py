@@ -31,6 +31,7 @@ IMAGE_ERROR_STATUS = {
     imaging.UnsupportedFormat: 415,  # not an image format we read
     imaging.ImageTooLarge: 413,  # pixel limit: a decompression bomb or a huge scan
     imaging.CorruptImage: 422,  # a supported format, but undecodable
+    imaging.BlankImage: 422,  # decodable, but nothing to read
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -138,6 +139,20 @@ def work_dir_for(data_dir: str, cfg: TrainConfig) -> Path:
     return path
 
 
+def read_history(path: Path) -> dict[str, list[float]]:
+    """The saved per-epoch history, or {} when there is none or it is damaged (then said, and started afresh)."""
+    if not path.exists():
+        return {}
+    try:
+        history = json.loads(path.read_text())
+        if isinstance(history, dict) and all(isinstance(v, list) for v in history.values()):
+            return history
+    except ValueError:
+        pass
+    print(f"warning: discarding the damaged training history {path}", file=sys.stderr, flush=True)
+    return {}
+
+
 class EpochReport(keras.callbacks.Callback):
     """Owns the run's history: adds val CER/WER, learning rate and samples/s to each epoch's logs, saves the
     history atomically and the best-val-CER weights. Must come before the callbacks that read val_cer."""
@@ -157,11 +172,12 @@ class EpochReport(keras.callbacks.Callback):
         self.val_ds, self.val_texts, self.characters = val_ds, val_texts, characters
         self.train_samples, self.on_epoch = train_samples, on_epoch
         self.history_file, self.best_file = work_dir / "history.json", work_dir / "best.weights.h5"
-        self.history: dict[str, list[float]] = (
-            json.loads(self.history_file.read_text()) if self.history_file.exists() else {}
-        )
+        self.history = read_history(self.history_file)
 
     def on_epoch_begin(self, epoch, logs=None):
+        # Epochs 0..epoch-1 are done: a kill after the history was written but before Keras' backup was makes
+        # a resumed run redo that epoch, so whatever the history holds from it on is dropped first.
+        self.history = {k: v[:epoch] for k, v in self.history.items()}
         self.start = time.perf_counter()
 
     def on_test_begin(self, logs=None):

@@ -245,3 +245,11 @@ def test_load_of_a_missing_path_raises_lookup_error(logged, tmp_path):
     missing = str(tmp_path / "no-model-here")
     with pytest.raises(LookupError, match="cannot load model"):
         loading.load(missing)
+
+
+def test_a_blank_image_is_refused_not_read_as_punctuation(logged):
+    buf = io.BytesIO()
+    Image.new("L", (120, 40), 230).save(buf, "PNG")  # paper, no ink
+    assert logged.python_model.recognize([buf.getvalue(), logged.run.pngs[0]])[0] == {
+        "error": "the image holds no ink: nothing to read"
+    }

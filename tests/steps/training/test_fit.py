@@ -64,3 +64,14 @@ def test_a_batch_larger_than_the_training_set_is_refused():
 def test_a_canvas_the_pooling_cannot_divide_is_refused():
     with pytest.raises(ConfigError, match="divisible"):
         check_feasible(cfg(conv=(8, 8, 8, 8, 8, 8)), info(), ["word"])
+
+
+def test_a_damaged_history_is_discarded_with_a_warning(tmp_path, capsys):
+    from steps.training.fit import read_history
+
+    path = tmp_path / "history.json"
+    assert read_history(path) == {}
+    path.write_text('{"val_cer": [0.5, 0.4')  # truncated by a kill
+    assert read_history(path) == {} and "discarding the damaged training history" in capsys.readouterr().err
+    path.write_text('{"val_cer": [0.5, 0.4]}')
+    assert read_history(path) == {"val_cer": [0.5, 0.4]}
