@@ -250,6 +250,9 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     )
     assert parent.data.metrics["test_cer"] == steps["evaluate"].data.metrics["test_cer"]
     assert parent.data.params["epochs"] == "1"
+    # and every step's effective parameters, defaults included, as <step>.<name>
+    assert parent.data.params["train.epochs"] == "1" and parent.data.params["download.num_words"] == "160"
+    assert parent.data.params["train.conv_filters"] == str(config.defaults("train")["conv_filters"])
     for s in chain.STEPS:
         assert f"[pipeline] {s}: ran {ids[s]}" in first.log
 

@@ -452,3 +452,21 @@ def test_mlflow_models_serve_serves_the_same_model(launched, png, expected):
     (prediction,) = r.json()["predictions"]
     assert prediction["text"] == expected["text"]
     assert prediction["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
+
+
+def test_a_port_in_use_is_one_line_before_any_model_is_loaded():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "steps.serve", "--model-uri", "models:/NoSuchModel/1", "--port", str(port)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [errors[0]] and f"cannot listen on 127.0.0.1:{port}" in errors[0] and "-P port=" in errors[0]
+    assert "Traceback" not in proc.stderr and "loading" not in proc.stderr
