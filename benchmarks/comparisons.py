@@ -58,7 +58,7 @@ def _preprocess_rows(p: dict, cores: int) -> list[dict]:
     ratio = all_cores["images_per_second"] / one["images_per_second"]
     rows.append(
         row(
-            f"preprocess: preprocess.build images/s, workers=0 ({cores} processes) vs workers=1",
+            f"preprocess: dataset.build images/s, workers=0 ({cores} cores) vs workers=1",
             "images/s",
             all_cores["images_per_second"],
             one["images_per_second"],
@@ -66,7 +66,7 @@ def _preprocess_rows(p: dict, cores: int) -> list[dict]:
             f">= {target:.1f}x (0.8 x {cores} cores)",
             ratio >= target,
             all_cores["_measure"],
-            f"{all_cores['images']} images; convert time incl. pool start-up (build wall: "
+            f"{all_cores['images']} images; convert time incl. start-up (build wall: "
             f"{all_cores['build_seconds']:.1f}s vs {one['build_seconds']:.1f}s)",
             "workers=1",
         )
@@ -75,7 +75,7 @@ def _preprocess_rows(p: dict, cores: int) -> list[dict]:
         a, o = p["profile_all"], p["profile_one"]
         rows.append(
             row(
-                "preprocess profile: conversion with a warm pool (start-up excluded)",
+                "preprocess profile: conversion of the images in memory (start-up excluded)",
                 "images/s",
                 a["warm_images_per_second"],
                 o["warm_images_per_second"],
@@ -83,9 +83,9 @@ def _preprocess_rows(p: dict, cores: int) -> list[dict]:
                 "",
                 None,
                 a["_measure"],
-                f"pool start-up {a['startup_seconds']:.1f}s; archive streaming alone "
+                f"start-up {a['startup_seconds']:.1f}s; archive streaming alone "
                 f"{a['archive_stream_images_per_second']:.0f} images/s",
-                "1 worker",
+                "workers=1",
             )
         )
     return rows

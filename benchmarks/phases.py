@@ -68,50 +68,17 @@ def read_images(raw: Path, by_id: dict) -> list:
     return [(by_id[i], data) for i, data in iam_format.iter_images(raw / config.WORDS_ARCHIVE, set(by_id))]
 
 
-def _ready(_):
-    time.sleep(0.2)
-    return os.getpid()
-
-
-def pool_run(
-    context: str, workers: int, chunks: list, height: int, width: int, preload: list[str] | None = None
-) -> tuple[float, float]:
-    """steps.dataset.convert's worker functions in a `context` pool of `workers` -> (start-up s, conversion s).
-
-    Start-up ends once every worker has run its initializer (imported TensorFlow): each has answered.
-    `preload`: modules a forkserver imports once, before the workers fork from it.
-    """
-    import multiprocessing as mp
-
-    from steps.dataset import convert
-
-    ctx = mp.get_context(context)
-    if preload:
-        ctx.set_forkserver_preload(preload)
-    t0 = time.perf_counter()
-    pool = ctx.Pool(workers, convert._init_worker, (height, width))
-    seen: set[int] = set()
-    while len(seen) < workers:
-        seen |= set(pool.map(_ready, range(workers * 2), chunksize=1))
-    startup = time.perf_counter() - t0 - 0.2
-    t0 = time.perf_counter()
-    for _ in pool.imap(convert._convert_chunk, chunks, chunksize=1):
-        pass
-    warm = time.perf_counter() - t0
-    pool.terminate()
-    return startup, warm
-
-
-def in_process_run(chunks: list, height: int, width: int) -> tuple[float, float]:
-    """The same work in this process (convert's workers=1) -> (start-up s, conversion s)."""
+def converter_run(chunks: list, height: int, width: int, parallel: int) -> tuple[float, float]:
+    """steps.dataset.convert's ChunkConverter over in-memory chunks, `parallel` images at a time
+    -> (start-up s, conversion s)."""
     from steps.dataset import convert
 
     t0 = time.perf_counter()
-    convert._init_worker(height, width)
+    converter = convert.ChunkConverter(height, width, parallel)
     startup = time.perf_counter() - t0
     t0 = time.perf_counter()
     for chunk in chunks:
-        convert._convert_chunk(chunk)
+        converter(chunk)
     return startup, time.perf_counter() - t0
 
 
@@ -202,10 +169,10 @@ def phase_preprocess(args: dict) -> dict:
 
 
 def phase_convert_profile(args: dict) -> dict:
-    """Where preprocess's time goes: archive streaming alone, pool start-up, and conversion with a warm pool.
+    """Where preprocess's time goes: archive streaming alone, and conversion of the images in memory.
 
-    Uses steps.dataset.convert's own worker functions (_init_worker, _convert_chunk) on the samples that
-    build plans, with the images read into memory first so the archive is not in the loop.
+    Uses steps.dataset.convert's own ChunkConverter on the samples that build plans, with the images read
+    into memory first so the archive is not in the loop.
     """
     from steps.dataset import convert
 
@@ -214,7 +181,7 @@ def phase_convert_profile(args: dict) -> dict:
     t0 = time.perf_counter()
     pairs = read_images(Path(args["raw_dir"]), by_id)
     stream_seconds = time.perf_counter() - t0
-    chunks = list(convert._chunks(pairs, 64))
+    chunks = list(convert._chunks(pairs, convert.CHUNK))
     out = {
         "images": len(pairs),
         "archive_stream_seconds": stream_seconds,
@@ -222,10 +189,7 @@ def phase_convert_profile(args: dict) -> dict:
     }
     workers = args["workers"] or os.cpu_count()
     h, w = cfg.image_height, cfg.image_width
-    if workers == 1:
-        out["startup_seconds"], out["warm_seconds"] = in_process_run(chunks, h, w)
-    else:
-        out["startup_seconds"], out["warm_seconds"] = pool_run("spawn", workers, chunks, h, w)
+    out["startup_seconds"], out["warm_seconds"] = converter_run(chunks, h, w, workers)
     out["workers"] = workers
     out["warm_images_per_second"] = len(pairs) / out["warm_seconds"]
     return out

@@ -107,6 +107,7 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
         runs.log(
             f"{split}: CER {summary['cer']:.4f} (beam {summary['cer_beam']:.4f}), WER {summary['wer']:.4f}, "
             f"loss {loss:.3f} over {summary['samples']} words"
+            + (f"; with the lexicon CER {summary['cer_lexicon']:.4f}" if "cer_lexicon" in summary else "")
         )
 
 

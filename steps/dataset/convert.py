@@ -1,13 +1,11 @@
 """Conversion: stream the words archive once, preprocess every planned sample, write the TFRecord shards.
 
-The images fan out to worker processes that run imaging.preprocess_bytes, the preprocessing the
-exported model runs too. What to convert was decided beforehand by plan.py.
+The images go through imaging's decode and resize_pad (the preprocessing the exported model runs too) in
+a parallel tf.data map inside this process. What to convert was decided beforehand by plan.py.
 """
 
 from __future__ import annotations
 
-import io
-import multiprocessing as mp
 import os
 import time
 from collections import Counter, defaultdict
@@ -21,51 +19,55 @@ from steps.dataset import iam_format, tfrecords
 from steps.dataset.plan import Sample
 from steps.inference import imaging
 
-_preprocess = None  # per-worker compiled preprocessing, built once by _init_worker
+CHUNK = 256  # images per tf.data map: enough to keep every core busy, small enough to bound memory
 
 
-def _init_worker(height: int, width: int) -> None:
-    global _preprocess
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+class ChunkConverter:
+    """Preprocesses chunks of (sample, encoded bytes) in this process, `parallel` images at a time.
 
-    # One TF thread per process: the processes are the parallelism, oversubscription only slows them.
-    # With workers=1 this runs in the caller's process, where TF may already be initialised (then the
-    # thread pools are fixed and setting them raises RuntimeError): keep them as they are.
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
-    _preprocess = tf.function(
-        lambda data: imaging.preprocess_bytes(data, height, width), input_signature=[tf.TensorSpec([], tf.string)]
-    )
+    A tf.data map runs imaging's decode and resize_pad on TensorFlow's thread pool (the ops release the
+    GIL), so all cores work without worker processes, which each spent 3-4 s importing TensorFlow. The
+    map is deterministic, so the output order and bytes do not depend on `parallel`. A file TensorFlow
+    cannot decode is dropped by ignore_errors and found missing by its index: corrupt, counted.
+    """
 
+    def __init__(self, height: int, width: int, parallel: int):
+        import tensorflow as tf
 
-def _convert_chunk(chunk: list[tuple[Sample, bytes]]) -> list[tuple[Sample, bytes | None, str | None, tuple[int, int]]]:
-    """Worker: (sample, encoded bytes) -> (sample, serialized example or None, drop reason, original size)."""
-    from PIL import Image  # only for the original size; decoding itself is the TF implementation
+        self.parallel = parallel
 
-    out = []
-    for sample, data in chunk:
-        if not data:
-            out.append((sample, None, "empty_image", (0, 0)))
-            continue
-        if imaging.sniff_format(data) is None:
-            out.append((sample, None, "not_an_image", (0, 0)))
-            continue
-        try:
-            canvas = _preprocess(data).numpy()
-            with Image.open(io.BytesIO(data)) as im:
-                size = (im.height, im.width)
-        except Exception:  # TF raises InvalidArgumentError and friends for truncated/corrupt files
-            out.append((sample, None, "corrupt_image", (0, 0)))
-            continue
-        if not canvas.any():
-            out.append((sample, None, "blank_image", size))
-            continue
-        out.append((sample, tfrecords.serialize(sample.id, sample.writer, sample.text, canvas), None, size))
-    return out
+        def preprocess(index, data):
+            image = imaging.decode_grayscale(data)
+            return index, imaging.resize_pad(image, height, width), tf.shape(image)[:2]
+
+        self._preprocess = preprocess
+
+    def __call__(
+        self, chunk: list[tuple[Sample, bytes]]
+    ) -> list[tuple[Sample, bytes | None, str | None, tuple[int, int]]]:
+        """-> (sample, serialized example or None, drop reason, original (height, width)) per item, in order."""
+        import tensorflow as tf
+
+        out: list = [None] * len(chunk)
+        todo = []
+        for i, (sample, data) in enumerate(chunk):
+            if not data:
+                out[i] = (sample, None, "empty_image", (0, 0))
+            elif imaging.sniff_format(data) is None:
+                out[i] = (sample, None, "not_an_image", (0, 0))
+            else:
+                todo.append(i)
+        if todo:
+            ds = tf.data.Dataset.from_tensor_slices((todo, [chunk[i][1] for i in todo]))
+            ds = ds.map(self._preprocess, num_parallel_calls=self.parallel, deterministic=True).ignore_errors()
+            for i, canvas, size in ds.as_numpy_iterator():
+                sample = chunk[i][0]
+                size = (int(size[0]), int(size[1]))
+                if not canvas.any():
+                    out[i] = (sample, None, "blank_image", size)
+                else:
+                    out[i] = (sample, tfrecords.serialize(sample.id, sample.writer, sample.text, canvas), None, size)
+        return [o if o is not None else (chunk[i][0], None, "corrupt_image", (0, 0)) for i, o in enumerate(out)]
 
 
 def _chunks(pairs: Iterable[tuple[Sample, bytes]], size: int) -> Iterator[list[tuple[Sample, bytes]]]:
@@ -99,7 +101,7 @@ def convert(
     progress: bool = True,
     previews: int = 16,
 ) -> ConversionResult:
-    """Stream `archive`, preprocess every planned sample with `workers` processes (0 = all cores), write shards."""
+    """Stream `archive`, preprocess every planned sample `workers` at a time (0 = all cores), write shards."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -111,13 +113,7 @@ def convert(
     pairs = ((by_id[i], data) for i, data in iam_format.iter_images(archive, set(by_id)))
     start = time.perf_counter()
     bar = tqdm(total=len(samples), desc="preprocess", unit="img", disable=not progress, mininterval=1.0)
-    if workers == 1:
-        _init_worker(height, width)
-        pool, results = None, map(_convert_chunk, _chunks(pairs, 64))
-    else:
-        # spawn, not fork: forking a process that has TF loaded can deadlock its thread pools.
-        pool = mp.get_context("spawn").Pool(workers, _init_worker, (height, width))
-        results = pool.imap(_convert_chunk, _chunks(pairs, 64), chunksize=1)
+    results = map(ChunkConverter(height, width, workers), _chunks(pairs, CHUNK))
     try:
         for chunk in results:
             for sample, record, reason, size in chunk:
@@ -135,8 +131,6 @@ def convert(
         bar.close()
         for w in writers.values():
             w.close()
-        if pool is not None:
-            pool.terminate()
     result.seconds = time.perf_counter() - start
     result.dropped["missing_image"] = len(samples) - len(result.written) - sum(result.dropped.values())
     return result

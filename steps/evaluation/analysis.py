@@ -89,12 +89,15 @@ def summarize(rows: list[dict]) -> dict[str, float]:
 def worst_and_best(rows: list[dict], count: int = GRID_ROWS) -> tuple[list[dict], list[dict]]:
     """The `count` worst and `count` best samples, by one ranking and never the same sample twice.
 
-    Worst: highest CER, then the most confident among equals (a confident mistake is the one to see),
-    then id. Best: lowest CER, then most confident, then id, from the samples not already shown as worst.
+    Worst: highest CER, then the longest word among equals (a misread word says more than a misread comma),
+    then the most confident (a confident mistake is the one to see), then id. Best: lowest CER, then the
+    longest word, then most confident, then id, from the samples not already shown as worst.
     """
-    worst = sorted(rows, key=lambda r: (-r["cer"], -r["confidence"], r["id"]))[:count]
+    worst = sorted(rows, key=lambda r: (-r["cer"], -len(r["truth"]), -r["confidence"], r["id"]))[:count]
     shown = {r["id"] for r in worst}
-    best = sorted((r for r in rows if r["id"] not in shown), key=lambda r: (r["cer"], -r["confidence"], r["id"]))
+    best = sorted(
+        (r for r in rows if r["id"] not in shown), key=lambda r: (r["cer"], -len(r["truth"]), -r["confidence"], r["id"])
+    )
     return worst, best[:count]
 
 

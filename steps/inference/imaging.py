@@ -167,9 +167,16 @@ def _levels(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     Not the maximum, which a single noise speck sets; not the median, which is ink in a tight crop
     of a dot or a dash. Any crop with at least a tenth of paper gets its paper level right.
     """
-    values = tf.sort(tf.reshape(x, [-1]))
-    n = tf.size(values)
-    return values[(n * 9) // 10], values[n // 100]
+    # The pixels are whole grey levels 0..255 (uint8 cast to float), so order statistics come off a
+    # 256-bin histogram exactly as off a sort, in linear time (the sort was most of preprocessing's cost).
+    counts = tf.math.bincount(tf.cast(tf.reshape(x, [-1]), tf.int32), minlength=256, maxlength=256)
+    cumulative = tf.cumsum(counts)
+    n = cumulative[-1]
+
+    def kth(k: tf.Tensor) -> tf.Tensor:  # the k-th smallest pixel (0-based), as the sorted values[k]
+        return tf.cast(tf.argmax(tf.cast(cumulative > k, tf.int32)), tf.float32)
+
+    return kth((n * 9) // 10), kth(n // 100)
 
 
 def resize_pad(image: tf.Tensor, height: int, width: int) -> tf.Tensor:

@@ -312,3 +312,26 @@ def test_an_animated_gif_is_limited_by_all_its_frames_together():
 def test_check_names_what_is_wrong(data, error, message):
     with pytest.raises(error, match=message):
         imaging.check(data)
+
+
+def _levels_by_sort(x: tf.Tensor) -> tuple[float, float]:
+    """The definition: the sorted pixels' 90th and 1st percentile entries."""
+    values = np.sort(x.numpy().reshape(-1))
+    n = values.size
+    return float(values[(n * 9) // 10]), float(values[n // 100])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_levels_from_the_histogram_equal_the_sorted_percentiles(seed):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(1, 60)), int(rng.integers(1, 200)), 1)
+    kind = seed % 3
+    if kind == 0:  # uniform noise
+        pixels = rng.integers(0, 256, shape)
+    elif kind == 1:  # paper with a little ink
+        pixels = np.where(rng.random(shape) < 0.1, rng.integers(0, 80, shape), rng.integers(200, 256, shape))
+    else:  # a handful of grey levels, many ties
+        pixels = rng.choice([0, 17, 128, 255], shape)
+    x = tf.constant(pixels.astype(np.float32))
+    paper, darkest = imaging._levels(x)
+    assert (float(paper), float(darkest)) == _levels_by_sort(x)

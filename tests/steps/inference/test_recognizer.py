@@ -135,7 +135,11 @@ def test_beam_search_param_agrees_on_a_confident_model(logged):
     run = logged.run
     greedy = logged.pyfunc.predict(pd.DataFrame({"image": run.pngs}))
     beam = logged.pyfunc.predict(pd.DataFrame({"image": run.pngs}), params={"beam_width": 5})
-    assert beam["text"].tolist() == greedy["text"].tolist()
+    # Where the greedy path reads the word, beam search reads it too. (The overfit model does not read
+    # every word in every run: threads make its 250 steps differ slightly, and beam may then do better.)
+    read = greedy["text"] == pd.Series(run.words)
+    assert read.sum() >= 6, greedy
+    assert beam["text"][read].tolist() == greedy["text"][read].tolist()
 
 
 # --- bad input ----------------------------------------------------------------------------------
