@@ -33,19 +33,7 @@ def preprocess_config(workers: int):
     from steps.dataset.plan import PreprocessConfig
     from steps.workflow import config
 
-    d = config.defaults("preprocess")
-    return PreprocessConfig(
-        split=str(d["split"]),
-        train_ratio=float(d["train_ratio"]),
-        val_ratio=float(d["val_ratio"]),
-        seed=int(d["seed"]),
-        image_height=int(d["image_height"]),
-        image_width=int(d["image_width"]),
-        max_label_length=int(d["max_label_length"]),
-        keep_err=str(d["keep_err"]).lower() == "true",
-        shard_size=int(d["shard_size"]),
-        workers=workers,
-    )
+    return PreprocessConfig.from_params({**config.defaults("preprocess"), "workers": workers})
 
 
 def planned_samples(raw: Path, cfg) -> dict:

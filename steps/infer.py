@@ -115,12 +115,7 @@ class NoImages(LookupError):
 
 
 @click.command(help=__doc__.split("\n\n")[0])
-@click.option(
-    "--model-uri",
-    default=D["model_uri"],
-    show_default=True,
-    help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}",
-)
+@cli.model_uri_option(D["model_uri"])
 @click.option("--image-path", required=True, help="an image file, a directory (searched recursively) or a quoted glob")
 @click.option("--output", type=click.Choice(OUTPUTS), default=D["output"], show_default=True)
 @click.option(

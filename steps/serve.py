@@ -63,12 +63,7 @@ def _stop(signum, frame) -> None:
 
 
 @click.command(help=__doc__.split("\n\n")[0])
-@click.option(
-    "--model-uri",
-    default=D["model_uri"],
-    show_default=True,
-    help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}",
-)
+@cli.model_uri_option(D["model_uri"])
 @click.option("--host", default=D["host"], show_default=True, help="interface to bind (0.0.0.0 exposes it)")
 @click.option("--port", type=click.IntRange(0, 65535), default=D["port"], show_default=True)
 @click.option(

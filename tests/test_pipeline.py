@@ -195,6 +195,7 @@ def changed(store, second) -> Launch:
     return launch(store, sys.executable, "pipeline.py", *args)
 
 
+@pytest.mark.slow
 def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
     assert first.proc.returncode == 0, first.log[-3000:]
     parent = first.parent
@@ -257,6 +258,7 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
         assert f"[pipeline] {s}: ran {ids[s]}" in first.log
 
 
+@pytest.mark.slow
 def test_identical_second_run_reuses_every_step_but_register(store, first, second):
     assert second.proc.returncode == 0, second.log[-3000:]
     assert set(second.new) == {"main", "register"} and len(second.new["register"]) == 1
@@ -274,6 +276,7 @@ def test_identical_second_run_reuses_every_step_but_register(store, first, secon
     assert str(store.client.get_model_version_by_alias(config.REGISTERED_MODEL, "champion").version) == "1"
 
 
+@pytest.mark.slow
 def test_changed_preprocess_parameter_reruns_from_preprocess(store, first, changed):
     assert changed.proc.returncode == 0, changed.log[-3000:]
     assert set(changed.new) == {"main", "preprocess", "train", "evaluate", "register"}  # main: made by pipeline.py
@@ -289,6 +292,7 @@ def test_changed_preprocess_parameter_reruns_from_preprocess(store, first, chang
     assert reg.tags["hwr.decision"] == ("promoted" if promoted else "kept")
 
 
+@pytest.mark.slow
 def test_a_failing_step_fails_the_parent_naming_it(mlflow_store, mlflow_run):
     proc = mlflow_run("-e", "main", "--env-manager", "local", "-P", "dataset=nonexistent", "-P", "epochs=1")
     assert proc.returncode != 0

@@ -9,6 +9,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import Mapping
 
 from steps.dataset import splits
 from steps.dataset.iam_format import Word
@@ -31,6 +32,22 @@ class PreprocessConfig:
     keep_err: bool  # keep words.txt lines flagged err
     shard_size: int
     workers: int  # 0 = all cores
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, object]) -> "PreprocessConfig":
+        """From preprocess's parameters as MLproject and `mlflow run` spell them (every one needed)."""
+        return cls(
+            split=str(params["split"]),
+            train_ratio=float(params["train_ratio"]),
+            val_ratio=float(params["val_ratio"]),
+            seed=int(params["seed"]),
+            image_height=int(params["image_height"]),
+            image_width=int(params["image_width"]),
+            max_label_length=int(params["max_label_length"]),
+            keep_err=str(params["keep_err"]).strip().lower() in ("true", "1", "yes"),
+            shard_size=int(params["shard_size"]),
+            workers=int(params["workers"]),
+        )
 
 
 @dataclass(frozen=True)

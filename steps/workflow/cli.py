@@ -27,6 +27,18 @@ def user_errors(*types: type[BaseException]) -> Callable:
     return decorate
 
 
+def model_uri_option(default: str) -> Callable:
+    """The --model-uri option of serve and infer: '' means the registered model's champion."""
+    from steps.workflow import config
+
+    return click.option(
+        "--model-uri",
+        default=default,
+        show_default=True,
+        help=f"'' = {config.CHAMPION_URI}; or models:/Name/<version>, runs:/<run_id>/{config.MODEL_ARTIFACT}",
+    )
+
+
 def ints(text: str) -> tuple[int, ...]:
     """A comma-separated list of positive integers (conv_filters=32,64), as a click value."""
     from steps.training.model import parse_ints

@@ -14,6 +14,8 @@ import pytest
 from steps import infer
 from tests import model_fixture
 
+pytestmark = pytest.mark.slow  # real `mlflow run` steps, servers or training
+
 REPO = model_fixture.REPO
 
 

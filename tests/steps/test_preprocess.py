@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 import tensorflow as tf
 
 from steps.dataset import tfrecords
 from steps.workflow import config
+
+pytestmark = pytest.mark.slow  # real `mlflow run` steps, servers or training
 
 
 def _dataset_dir(chain) -> Path:

@@ -26,6 +26,8 @@ import requests
 from steps.serving.app import create_app
 from tests import model_fixture
 
+pytestmark = pytest.mark.slow  # real `mlflow run` steps, servers or training
+
 REPO = model_fixture.REPO
 CURL = shutil.which("curl") or "/usr/bin/curl"
 

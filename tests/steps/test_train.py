@@ -9,6 +9,8 @@ import pytest
 
 from steps.workflow import config
 
+pytestmark = pytest.mark.slow  # real `mlflow run` steps, servers or training
+
 TINY = [
     "-P",
     "epochs=2",
