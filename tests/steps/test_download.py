@@ -127,3 +127,33 @@ def test_mlflow_run_synthetic(mlflow_store, mlflow_run, tmp_path):
     assert info["dataset"] == "synthetic" and info["words"] == 200 and info["synthetic"]["writers"] == 5
     assert run.data.metrics["words"] == 200 and run.data.metrics["images"] == 200
     assert {"raw/words.txt", "raw/words.tgz"} <= artifact_files(mlflow_store, run.info.run_id)
+
+
+@pytest.mark.slow
+def test_a_step_stopped_by_sigterm_ends_killed_and_leaves_no_artifacts(mlflow_store, tmp_path):
+    """SIGTERM mid-generation: the run is KILLED (not left RUNNING), nothing is logged, no temp dir stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steps.download", "--num-words", "60000", "--num-writers", "60"],
+        cwd=config.ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not mlflow_store.search_runs([os.environ["MLFLOW_EXPERIMENT_ID"]]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)  # well into the generation
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    run = only_run(mlflow_store)
+    assert run.info.status == "KILLED" and "ends as KILLED" in stderr
+    assert artifact_files(mlflow_store, run.info.run_id) == set()
+    assert not list(tmp_path.glob("hwr-download-*"))  # the step's temporary directory was removed
