@@ -22,7 +22,7 @@ import sys
 
 import mlflow
 
-from steps.workflow import chain, config, runs
+from steps.workflow import chain, config, redaction, runs
 
 
 def parse(argv: list[str]) -> dict[str, str]:
@@ -55,7 +55,8 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         runs.log(f"error: {e}")
         return 2
-    params = {"rerun_from": rerun_from, "step_env_manager": env_manager, **user}
+    # A source URL may carry user:password@: never store or show it (the download step reads IAM_USER/IAM_PASSWORD).
+    params = {"rerun_from": rerun_from, "step_env_manager": env_manager, **redaction.redact_params(user)}
     with runs.start_step("main", params) as parent:  # resumes the run `mlflow run` made, if any
 
         def record(step: str, run_id: str, reused: bool, inputs: dict[str, str]) -> None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from steps.sources import archives
 from steps.sources.errors import DownloadError, auth_hint, describe
 from steps.workflow import config
+from steps.workflow.redaction import redact
 
 try:  # a lock keeps two concurrent runs from writing the same .part file; POSIX only
     import fcntl
@@ -68,18 +69,6 @@ def local_path(source: str) -> Path:
             raise DownloadError(f"{source}: file:// URLs must name a local file (file:///path)")
         return Path(urllib.request.url2pathname(parts.path))
     return Path(source).expanduser()
-
-
-def redact(url: str, keep_query: bool = False) -> str:
-    """The URL without user:password@ and, unless keep_query, without the query (it may hold tokens)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https", "ftp", "file") or not parts.netloc:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query if keep_query else "", ""))
 
 
 def sha256_file(path: Path) -> str:

@@ -18,7 +18,7 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from steps.workflow import config, runs
+from steps.workflow import config, redaction, runs
 
 STEPS = ("download", "preprocess", "train", "evaluate", "register")
 CHAIN = {  # step -> {its parameter: (upstream step, artifact of that step's run)}
@@ -100,7 +100,8 @@ def run_steps(
             ids[step] = hit.info.run_id
             runs.log(f"[pipeline] {step}: reused run {ids[step]} (same code, parameters and inputs)")
         else:
-            runs.log(f"[pipeline] {step}: running " + " ".join(f"{k}={v}" for k, v in params.items()))
+            shown = redaction.redact_params(params)  # a source URL may carry user:password@
+            runs.log(f"[pipeline] {step}: running " + " ".join(f"{k}={v}" for k, v in shown.items()))
             try:
                 ids[step] = mlflow.projects.run(
                     str(config.ROOT),
