@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from steps.inference import ctc
+from steps.inference import ctc, wordbeam
 
 CHARS = ["e", "h", "l", "o"]  # class i + 1; class 0 is the blank
 CLS = {"-": 0, **{c: i + 1 for i, c in enumerate(CHARS)}}
@@ -135,3 +135,32 @@ def test_a_lexicon_file_is_read_one_word_per_line(tmp_path):
         ctc.Lexicon.load(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="empty"):
         ctc.Lexicon([" ", ""])
+
+
+def near_miss() -> np.ndarray:
+    """Two steps whose free readings are 'hl' (0.225), 'he' (0.21), 'el' (0.18), 'e' (0.176), ..."""
+    probs = np.array([[[0.05, 0.4, 0.5, 0.03, 0.02], [0.02, 0.42, 0.01, 0.45, 0.1]]], np.float64)
+    return np.log(probs / probs.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_the_word_beam_reaches_a_word_outside_the_free_beam():
+    # the free beam's two best readings are 'hl' and 'he'; constrained to the lexicon's prefixes, a beam of
+    # two paths keeps 'he' (a prefix of 'hello') and 'el', and 'el' is the word
+    free = wordbeam.beam_search(near_miss()[0], CHARS, 2, None)
+    assert [text for text, _ in free] == ["hl", "he"]
+    text, confidence = ctc.decode_lexicon(near_miss(), CHARACTERS, ctc.Lexicon(["el", "hello"]), beam_width=2)
+    assert text == ["el"] and 0.1 < confidence[0] < 0.25
+
+
+def test_the_word_beam_keeps_the_free_reading_when_every_word_is_far_less_probable():
+    # 'oh' (0.02 x 0.01) is below FALLBACK_LOG_RATIO (1e-3) of the free 'hl' (0.225); 'oo' cannot be
+    # spelled in two steps at all (a repeat needs a blank between)
+    for word in ("oh", "oo"):
+        assert ctc.decode_lexicon(near_miss(), CHARACTERS, ctc.Lexicon([word]), beam_width=4)[0] == ["hl"]
+
+
+def test_word_beam_search_sums_the_paths_of_a_reading():
+    # 'e' is read from 'e-', '-e' and 'ee': the beam's probability of "e" is their sum, as CTC defines it
+    probs = np.array([[0.5, 0.5, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0, 0.0]]) + 1e-9
+    (text, log_p), *_ = wordbeam.beam_search(np.log(probs), CHARS, 4, None)
+    assert text == "e" and np.isclose(np.exp(log_p), 0.75, atol=1e-6)
