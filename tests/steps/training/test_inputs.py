@@ -121,6 +121,16 @@ def test_augment_in_tf_data_equals_eager():
     np.testing.assert_array_equal(eager, graph)
 
 
+def test_augment_batch_gives_each_image_its_own_warp_and_equals_itself_in_tf_data():
+    batch = np.stack([canvas(1)] * 4)
+    seed = tf.constant([7, 8], tf.int64)
+    eager = inputs.augment_batch(tf.constant(batch), seed).numpy()
+    assert eager.shape == batch.shape and eager.dtype == np.uint8
+    assert len({out.tobytes() for out in eager}) == 4  # the same canvas, four different outcomes
+    graph = next(iter(tf.data.Dataset.from_tensors((batch, seed)).map(inputs.augment_batch))).numpy()
+    np.testing.assert_array_equal(eager, graph)
+
+
 def test_augment_keeps_most_of_the_ink():
     c = tf.constant(canvas(1))
     for s in range(5):
