@@ -4,9 +4,11 @@ The shape is configurable in depth and width. What the literature on CRNN-CTC fo
 matter is available as options and measured in the README: column-wise max pooling of the CNN features
 before the recurrent layers, blocks that pool the height only (so depth does not cost time steps), and an
 auxiliary CTC "shortcut" head on the CNN features during training (Retsinas et al. 2022), which gives the
-convolutions a direct gradient and gets CTC past its all-blank start quickly. The model outputs logits over blank (class 0) + the charset's characters; labels
-are padded with 0, which CTC never sees because each label's true length is passed (keras issue
-21876: passing the padded width as label_length trains on padding).
+convolutions a direct gradient. The output layer reads the CNN features beside the BiLSTMs' context, so a
+new model reads from its first epochs instead of emitting only blanks until the recurrent layers catch up.
+The model outputs logits over blank (class 0) + the charset's characters; labels are padded with 0, which
+CTC never sees because each label's true length is passed (keras issue 21876: passing the padded width as
+label_length trains on padding).
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ def build_for_training(
     x = keras.layers.Permute((2, 1, 3))(inputs)
     for i, filters in enumerate(config.conv_filters):
         x = keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="he_normal", name=f"conv{i + 1}")(x)
-        x = keras.layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        # Keras' default momentum (0.99) averages the batch statistics over ~100 steps: a small dataset's first
+        # epochs would be validated with the initialisation's statistics and read nothing although training
+        # already reads. 0.9 is PyTorch's default, which the HTR references train with.
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
         x = keras.layers.Activation("relu")(x)
         x = keras.layers.MaxPooling2D((2, 2) if i < config.width_pools else (1, 2), name=f"pool{i + 1}")(x)
     steps, rows = config.time_steps(width), height // 2 ** len(config.conv_filters)
@@ -101,11 +106,15 @@ def build_for_training(
         x = keras.layers.Reshape((steps, rows * config.conv_filters[-1]))(x)
     features = x
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
-    x = keras.layers.Dropout(config.dropout)(x)
+    x = projected = keras.layers.Dropout(config.dropout)(x)
     for i, units in enumerate(config.rnn_units):
         x = keras.layers.Bidirectional(
             keras.layers.LSTM(units, return_sequences=True, dropout=config.dropout), name=f"bilstm{i + 1}"
         )(x)
+    # The output reads the per-column CNN features beside the BiLSTMs' context: CTC can learn characters
+    # from the convolutions while the recurrent layers are still near their initialisation, which is most
+    # of what kept a new model at CER 1.0 for its first epochs (README, "Learning from the first epochs").
+    x = keras.layers.Concatenate(name="context_and_features")([x, projected])
     logits = keras.layers.Dense(num_classes, name="logits")(x)
     recogniser = keras.Model(inputs, logits, name="crnn")
     if config.shortcut <= 0:
