@@ -209,6 +209,7 @@ def _export(net, info, args: dict) -> dict:
     import mlflow
 
     from steps.dataset import reader
+    from steps.inference.calibration import Calibration
     from steps.training import export
     from steps.workflow import config
 
@@ -220,7 +221,9 @@ def _export(net, info, args: dict) -> dict:
     mlflow.set_experiment(name)
     example = next(reader.records(info, "val").take(1).as_numpy_iterator())["image"]
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp, mlflow.start_run(run_name="benchmark-model"):
-        export.save(net, info.charset, info.image_height, info.image_width, Path(tmp) / "export")
+        export.save(
+            net, info.charset, Calibration.identity(), info.image_height, info.image_width, Path(tmp) / "export"
+        )
         model = export.log_model(Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT)
         mv = mlflow.register_model(model.model_uri, config.REGISTERED_MODEL)
     return {

@@ -3,10 +3,11 @@
 Inputs:  `model_uri` (runs:/, models:/, m-...; "" = the model of the newest finished train run),
          `data` (a preprocess run's dataset/; "" = the dataset the model was trained on),
          `eval_split` (test), `beam_width`.
-Outputs: metrics test_loss, test_cer, test_wer (greedy) and test_cer_beam, test_wer_beam, linked to the
-         logged model; predictions.parquet (id, writer, truth, prediction, confidence, per-sample CER,
-         beam prediction); plots: CER histogram, CER by word length, character confusions, and the
-         worst and best samples. CER = sum of edit distances / sum of reference characters.
+Outputs: metrics test_loss, test_cer, test_wer (greedy) and test_cer_beam, test_wer_beam, test_ece
+         (expected calibration error of the confidence against exact-word correctness, 10 bins), linked
+         to the logged model; predictions.parquet (id, writer, truth, prediction, confidence, per-sample
+         CER, beam prediction); plots: reliability diagram (reliability.png), CER histogram, CER by word
+         length, character confusions, and the worst and best samples. CER = sum of edit distances / sum of reference characters.
 
     mlflow run . -e evaluate --env-manager local -P model_uri=runs:/<train_run>/handwriting_recognition_model
 """
@@ -81,6 +82,7 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
             f"{split}_cer_beam": summary["cer_beam"],
             f"{split}_wer_beam": summary["wer_beam"],
             f"{split}_exact_match": summary["exact_match"],
+            f"{split}_ece": summary["ece"],
             f"{split}_samples": summary["samples"],
             **{f"{split}_{k}": summary[k] for k in ("cer_lexicon", "wer_lexicon") if k in summary},
         }
@@ -106,7 +108,7 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
             mlflow.log_artifacts(tmp)
         runs.log(
             f"{split}: CER {summary['cer']:.4f} (beam {summary['cer_beam']:.4f}), WER {summary['wer']:.4f}, "
-            f"loss {loss:.3f} over {summary['samples']} words"
+            f"loss {loss:.3f}, ECE {summary['ece']:.3f} over {summary['samples']} words"
             + (f"; with the lexicon CER {summary['cer_lexicon']:.4f}" if "cer_lexicon" in summary else "")
         )
 

@@ -3,7 +3,8 @@
 Inputs:  `data`, the URI of a preprocess run's dataset/ (local path, runs:/, s3://, gs://, hdfs://,
          http(s)://); when empty, the newest finished preprocess run with the same split ratios,
          and if there is none, the pipeline's chain runs download + preprocess first (as runs of their own).
-Outputs: the pyfunc model `handwriting_recognition_model` (bytes in, text out; see steps/inference),
+Outputs: the pyfunc model `handwriting_recognition_model` (bytes in, text and confidence out; see
+         steps/inference; the confidence is calibrated on the validation split),
          loss/CER plots, a grid of validation predictions; per-epoch loss, val_loss, val_cer,
          val_wer, learning rate and samples/s. Keeps the best-val-CER weights, stops on a plateau,
          and a rerun with the same data and parameters resumes a killed run from its last epoch.
@@ -51,6 +52,21 @@ def resolve_data(data_uri: str, train_ratio: float, val_ratio: float) -> str:
     uri = f"runs:/{run_id}/{config.DATASET_ARTIFACT}"
     runs.log(f"using {uri}")
     return uri
+
+
+def calibrate(model, info: DatasetInfo):
+    """The confidence calibration fitted on the validation split (the identity when it is empty), logged."""
+    from steps.dataset import reader
+    from steps.inference.calibration import Calibration
+    from steps.training import export
+
+    if not info.samples.get("val"):
+        runs.log("no validation words: the confidence is the uncalibrated score")
+        return Calibration.identity()
+    calibration = export.calibrate(model, reader.records(info, "val").batch(64), info.charset)
+    mlflow.log_metric("calibration_samples", calibration.samples)
+    runs.log(f"confidence calibrated on {calibration.samples} validation words ({len(calibration.scores)} knots)")
+    return calibration
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -183,7 +199,8 @@ def main(
         with tempfile.TemporaryDirectory(prefix="train-") as tmp:
             tmp = Path(tmp)
             examples = training_plots(fitted, tmp)
-            export.save(fitted.model, info.charset, info.image_height, info.image_width, tmp / "export")
+            calibration = calibrate(fitted.model, info)
+            export.save(fitted.model, info.charset, calibration, info.image_height, info.image_width, tmp / "export")
             for png in sorted(tmp.glob("*.png")):
                 mlflow.log_artifact(str(png))
             model_info = export.log_model(tmp / "export", export.example_png(examples[0]), config.MODEL_ARTIFACT)

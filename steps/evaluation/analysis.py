@@ -15,11 +15,12 @@ import tensorflow as tf
 from steps.dataset import reader
 from steps.dataset.info import DatasetError, DatasetInfo
 from steps.evaluation import metrics
-from steps.inference import ctc
+from steps.inference import calibration, ctc
 from steps.inference.recognizer import HandwritingModel
 from steps.reports import plots
 
 GRID_ROWS = 8  # samples per row of worst_and_best.png
+RELIABILITY_BINS = 10  # equal-width confidence bins of the ECE and the reliability plot
 
 
 def predict_split(
@@ -47,6 +48,7 @@ def predict_split(
         constrained = (
             ctc.decode_lexicon(logits, recognizer.characters, lexicon, max(beam_width, 10))[0] if lexicon else []
         )
+        greedy_conf, beam_conf = recognizer.confidence(greedy_conf.numpy()), recognizer.confidence(beam_conf.numpy())
         for i in range(len(greedy)):
             truth, pred = batch["text"][i].numpy().decode(), greedy[i].numpy().decode()
             rows.append(
@@ -74,7 +76,9 @@ def summarize(rows: list[dict]) -> dict[str, float]:
         if rows and "prediction_lexicon" in rows[0]
         else None
     )
+    confidence, correct = [r["confidence"] for r in rows], [r["truth"] == r["prediction"] for r in rows]
     return {
+        "ece": calibration.expected_calibration_error(confidence, correct, RELIABILITY_BINS) if rows else float("nan"),
         **({"cer_lexicon": lexicon["cer"], "wer_lexicon": lexicon["wer"]} if lexicon else {}),
         "cer": greedy["cer"],
         "wer": greedy["wer"],
@@ -102,11 +106,19 @@ def worst_and_best(rows: list[dict], count: int = GRID_ROWS) -> tuple[list[dict]
 
 
 def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path) -> None:
-    """CER histogram, CER by word length, top confusions and the worst/best grid into `out`.
+    """CER histogram, reliability diagram, CER by word length, top confusions and the worst/best grid into `out`.
 
     `canvases` must hold the image of every sample worst_and_best(rows) picks.
     """
     plots.histogram([r["cer"] for r in rows], out / "cer_histogram.png", "per-word CER", "CER")
+    correct = [r["truth"] == r["prediction"] for r in rows]
+    confidence = [r["confidence"] for r in rows]
+    plots.reliability(
+        calibration.reliability(confidence, correct, RELIABILITY_BINS),
+        calibration.expected_calibration_error(confidence, correct, RELIABILITY_BINS),
+        RELIABILITY_BINS,
+        out / "reliability.png",
+    )
     by_length: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     confusions: Counter = Counter()
     for r in rows:

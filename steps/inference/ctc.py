@@ -20,30 +20,37 @@ FALLBACK_LOG_RATIO = float(np.log(1e-3))
 
 
 def decode(logits: tf.Tensor, characters: tf.Tensor, beam_width: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
-    """Model logits [B, T, C] -> (texts [B] string, confidence [B] float32 in [0, 1]).
+    """Model logits [B, T, C] -> (texts [B] string, raw score [B] float32 in [0, 1]).
 
     beam_width 0 is greedy (best path); > 0 is beam search. `characters` is a string tensor of the
-    charset's characters, index i holding class i + 1 (class 0 is the blank). The confidence is the
-    probability of the decoded path. Works eagerly and inside tf.function (beam_width must then be static).
+    charset's characters, index i holding class i + 1 (class 0 is the blank). The score is frame_score
+    (the weakest frame), which steps/inference/calibration.py maps to a probability that the word is right.
+    Works eagerly and inside tf.function (beam_width must then be static).
     """
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
     batch, steps = tf.shape(log_probs)[0], tf.shape(log_probs)[1]
     lengths = tf.fill([batch], steps)
     if beam_width > 0:
-        decoded, scores = keras.ops.ctc_decode(
+        decoded, _ = keras.ops.ctc_decode(
             log_probs, lengths, strategy="beam_search", beam_width=beam_width, top_paths=1, mask_index=BLANK_INDEX
         )
-        path_log_prob = scores[:, 0]
     else:
-        decoded, scores = keras.ops.ctc_decode(log_probs, lengths, strategy="greedy", mask_index=BLANK_INDEX)
-        path_log_prob = scores[:, 0]
+        decoded, _ = keras.ops.ctc_decode(log_probs, lengths, strategy="greedy", mask_index=BLANK_INDEX)
     ids = tf.cast(decoded[0], tf.int32)  # [B, T'], padded with -1
     valid = ids > BLANK_INDEX
     chars = tf.gather(tf.concat([[""], characters], 0), tf.where(valid, ids, 0))
     texts = tf.strings.reduce_join(tf.where(valid, chars, ""), axis=-1)
-    # Keras returns the greedy score as a log-probability-like sum; clip guards float rounding above 1.
-    confidence = tf.clip_by_value(tf.exp(-tf.abs(path_log_prob)), 0.0, 1.0)
-    return texts, confidence
+    return texts, frame_score(log_probs)
+
+
+def frame_score(log_probs: tf.Tensor) -> tf.Tensor:
+    """Log-probabilities [B, T, C] -> [B]: the smallest over time of the best class's posterior.
+
+    One uncertain frame is enough to misread a word, whereas the probability of the whole path shrinks
+    with every frame of a long, perfectly read word; the weakest frame ranks readings by how likely they
+    are to be right, and the calibration turns that ranking into a probability.
+    """
+    return tf.clip_by_value(tf.exp(tf.reduce_min(tf.reduce_max(log_probs, axis=-1), axis=-1)), 0.0, 1.0)
 
 
 def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -81,18 +88,21 @@ class Lexicon:
 def decode_lexicon(
     logits: tf.Tensor, characters: tf.Tensor, lexicon: Lexicon, beam_width: int = 10
 ) -> tuple[list[str], list[float]]:
-    """Like decode, with a word beam search: the most probable lexicon word that a beam of `beam_width` paths
-    constrained to the lexicon's prefixes reaches. When that word is far less probable than the free beam's
-    best reading (below FALLBACK_RATIO of it), or no word is reached, the free reading wins, so an
-    out-of-lexicon word is still read. Eager only."""
+    """Like decode (raw scores), with a word beam search: the most probable lexicon word that a beam of
+    `beam_width` paths constrained to the lexicon's prefixes reaches. When that word is far less probable than
+    the free beam's best reading (below FALLBACK_RATIO of it), or no word is reached, the free reading wins,
+    so an out-of-lexicon word is still read. Eager only."""
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1).numpy()
     chars = [c.decode("utf-8") for c in characters.numpy()]
+    weakest = frame_score(tf.constant(log_probs)).numpy()
     out, confidence = [], []
-    for sample in log_probs:
-        text, score = wordbeam.beam_search(sample, chars, beam_width, None)[0]
+    for sample, frames in zip(log_probs, weakest):
+        text, free = wordbeam.beam_search(sample, chars, beam_width, None)[0]
+        score = free
         word = wordbeam.best_word(sample, chars, beam_width, lexicon.prefixes)
-        if word is not None and word[1] >= score + FALLBACK_LOG_RATIO:
+        if word is not None and word[1] >= free + FALLBACK_LOG_RATIO:
             text, score = word
         out.append(text)
-        confidence.append(float(min(1.0, max(0.0, np.exp(score)))))
+        # A lexicon word less probable than the free reading is scored down by how much less probable it is.
+        confidence.append(float(min(1.0, max(0.0, frames * np.exp(min(0.0, score - free))))))
     return out, confidence

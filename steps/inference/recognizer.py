@@ -2,9 +2,11 @@
 
 `HandwritingModel` is the pyfunc model logged by train (`handwriting_recognition_model`): its artifacts
 are a SavedModel that holds the network together with imaging.preprocess_bytes, the charset and
-ctc.decode (see steps/training/export.py), and charset.json. serve, infer, evaluate and
+ctc.decode (see steps/training/export.py), charset.json and calibration.json. serve, infer, evaluate and
 `mlflow models serve` all run it, so they run exactly the preprocessing and decoding that training used.
-Loading checks that the embedded charset and charset.json agree.
+Loading checks that the embedded charset and charset.json agree. The confidence is the raw score mapped
+through the model's calibration (steps/inference/calibration.py): the estimated probability that the
+word is read exactly right. Models logged before calibration existed report their raw path probability.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import pandas as pd
 import tensorflow as tf
 
 from steps.inference import ctc, imaging
+from steps.inference.calibration import Calibration
 from steps.inference.charset import Charset, CharsetError
 
 SAVED_MODEL = "saved_model"  # names of the pyfunc model's artifacts
 CHARSET = "charset.json"
+CALIBRATION = "calibration.json"
 DEFAULT_MAX_PIXELS = imaging.DEFAULT_MAX_PIXELS
 
 
@@ -29,9 +33,12 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: a DataFrame with a binary column `image` -> columns `text`, `confidence`."""
 
     def load_context(self, context) -> None:
-        self._load(Path(context.artifacts[SAVED_MODEL]), Path(context.artifacts[CHARSET]))
+        calibration = context.artifacts.get(CALIBRATION)
+        self._load(
+            Path(context.artifacts[SAVED_MODEL]), Path(context.artifacts[CHARSET]), calibration and Path(calibration)
+        )
 
-    def _load(self, saved_model: Path, charset_path: Path) -> None:
+    def _load(self, saved_model: Path, charset_path: Path, calibration_path: Path | None = None) -> None:
         # tensorflow-io registers its ops lazily; the SavedModel's TIFF branch needs IO>DecodeTiff loaded.
         from tensorflow_io.python.ops import core_ops
 
@@ -46,6 +53,11 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
                 f"charset the model was trained with ({len(embedded)}): refusing to decode with it"
             )
         self.characters = tf.constant(list(self.charset.characters), tf.string)
+        self.calibration = Calibration.load(calibration_path) if calibration_path else Calibration.identity()
+
+    def confidence(self, raw: Sequence[float] | np.ndarray) -> list[float]:
+        """Raw scores (ctc.decode's) -> calibrated confidences in [0, 1]."""
+        return [float(c) for c in self.calibration(raw)]
 
     def canvas(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Encoded bytes -> uint8 canvas, or the imaging.ImageError saying why the bytes are not usable."""
@@ -79,13 +91,15 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         """
         if lexicon is not None:
             logits = self.module.logits(tf.constant(canvases))
-            return list(zip(*ctc.decode_lexicon(logits, self.characters, lexicon, max(beam_width, 10))))
+            texts, raw = ctc.decode_lexicon(logits, self.characters, lexicon, max(beam_width, 10))
+            return list(zip(texts, self.confidence(raw)))
         if beam_width > 0:
-            texts, conf = ctc.decode(self.module.logits(tf.constant(canvases)), self.characters, beam_width)
+            out, raw = ctc.decode(self.module.logits(tf.constant(canvases)), self.characters, beam_width)
         else:
-            out = self.module.recognize_canvas(tf.constant(canvases))
-            texts, conf = out["text"], out["confidence"]
-        return [(t.decode("utf-8"), float(c)) for t, c in zip(texts.numpy(), conf.numpy())]
+            read = self.module.recognize_canvas(tf.constant(canvases))
+            out, raw = read["text"], read["score"] if "score" in read else read["confidence"]
+        texts = [t.decode("utf-8") for t in out.numpy()]
+        return list(zip(texts, self.confidence(raw.numpy())))
 
     def recognize(
         self,

@@ -109,3 +109,37 @@ def bars(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def reliability(table: Sequence[dict], ece: float, bins: int, path: Path) -> Path:
+    """A reliability diagram: accuracy against mean confidence per bin (calibration.reliability's rows),
+    the diagonal a perfectly calibrated model would follow, and below it how many words fall in each bin."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = 1.0 / bins
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    ax.bar(
+        [b["low"] for b in table],
+        [b["accuracy"] for b in table],
+        width=width,
+        align="edge",
+        color="steelblue",
+        edgecolor="white",
+        label="fraction read exactly right",
+    )
+    ax.plot(
+        [b["confidence"] for b in table],
+        [b["accuracy"] for b in table],
+        "o",
+        color="darkorange",
+        label="bin's mean confidence",
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (exact word)")
+    ax.set_title(f"reliability of the confidence (ECE {ece:.3f})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    counts.bar([b["low"] for b in table], [b["count"] for b in table], width=width, align="edge", color="gray")
+    counts.set_xlabel("confidence")
+    counts.set_ylabel("words")
+    return _save(fig, path)

@@ -20,8 +20,9 @@ import pandas as pd
 import tensorflow as tf
 
 from steps.inference import ctc, imaging
+from steps.inference.calibration import Calibration, isotonic
 from steps.inference.charset import Charset
-from steps.inference.recognizer import CHARSET, SAVED_MODEL, HandwritingModel
+from steps.inference.recognizer import CALIBRATION, CHARSET, SAVED_MODEL, HandwritingModel
 from steps.workflow import config
 
 INFERENCE_PACKAGE = config.ROOT / "steps" / "inference"
@@ -39,12 +40,15 @@ RUNTIME_PACKAGES = {
 }
 
 
-def save(model: tf.keras.Model, charset: Charset, height: int, width: int, out_dir: Path) -> Path:
-    """Write the SavedModel and charset.json into `out_dir` (the pyfunc model's artifacts).
+def save(
+    model: tf.keras.Model, charset: Charset, calibration: Calibration, height: int, width: int, out_dir: Path
+) -> Path:
+    """Write the SavedModel, charset.json and calibration.json into `out_dir` (the pyfunc model's artifacts).
 
     Endpoints: preprocess (bytes -> canvas), logits (canvases -> logits), recognize_canvas
-    (canvases -> text, confidence), recognize (bytes [B] -> text, confidence; also serving_default)
-    and charset. keras.export.ExportArchive tracks every Keras variable (a plain tf.Module misses
+    (canvases -> text, raw score), recognize (bytes [B] -> text, raw score; also serving_default)
+    and charset. The raw score becomes the confidence through calibration.json, applied by the
+    pyfunc model (steps/inference/recognizer.py). keras.export.ExportArchive tracks every Keras variable (a plain tf.Module misses
     Keras 3's seed-generator state).
     """
     import keras
@@ -60,8 +64,8 @@ def save(model: tf.keras.Model, charset: Charset, height: int, width: int, out_d
         return model(imaging.to_model_input(canvas), training=False)
 
     def recognize_canvas(canvas):
-        text, confidence = ctc.decode(logits(canvas), chars)
-        return {"text": text, "confidence": confidence}
+        text, score = ctc.decode(logits(canvas), chars)
+        return {"text": text, "score": score}
 
     def recognize(images):
         canvas = tf.map_fn(preprocess, images, fn_output_signature=tf.TensorSpec([height, width, 1], tf.uint8))
@@ -76,7 +80,19 @@ def save(model: tf.keras.Model, charset: Charset, height: int, width: int, out_d
     archive.add_endpoint("charset", lambda: chars, [])
     archive.write_out(str(out_dir / SAVED_MODEL), verbose=False)
     charset.save(out_dir / CHARSET)
+    calibration.save(out_dir / CALIBRATION)
     return out_dir
+
+
+def calibrate(model: tf.keras.Model, canvases: tf.data.Dataset, charset: Charset) -> Calibration:
+    """Fit the confidence calibration on validation examples ({text, image} batches): raw score -> P(exact)."""
+    chars = tf.constant(list(charset.characters), tf.string)
+    scores, correct = [], []
+    for batch in canvases:
+        texts, raw = ctc.decode(model(imaging.to_model_input(batch["image"]), training=False), chars)
+        scores.extend(raw.numpy().tolist())
+        correct.extend(t == r for t, r in zip(texts.numpy(), batch["text"].numpy()))
+    return isotonic(scores, correct)
 
 
 def runtime_requirements() -> list[str]:
@@ -110,7 +126,7 @@ def log_model(artifacts_dir: Path, example: bytes, name: str) -> mlflow.models.m
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=HandwritingModel(),
-            artifacts={SAVED_MODEL: str(artifacts_dir / SAVED_MODEL), CHARSET: str(artifacts_dir / CHARSET)},
+            artifacts={name: str(artifacts_dir / name) for name in (SAVED_MODEL, CHARSET, CALIBRATION)},
             code_paths=[str(code)],
             signature=signature,
             input_example=pd.DataFrame({"image": [example]}),

@@ -45,8 +45,7 @@ def test_greedy_decode_hand_computed(path, expected):
     out, confidence = ctc.decode(tf.constant(logits_for([path])), CHARACTERS)
     assert texts(out) == [expected]
     c = float(confidence.numpy()[0])
-    assert 0.0 < c <= 1.0
-    assert c == pytest.approx(0.9 ** len(path), rel=1e-4)  # probability of the best path
+    assert c == pytest.approx(0.9, rel=1e-4)  # every frame's best class has 0.9: so has the weakest
 
 
 def test_greedy_decode_batch_of_different_lengths():
@@ -60,6 +59,15 @@ def test_confidence_is_lower_for_a_less_certain_path():
     _, sure = ctc.decode(tf.constant(logits_for(["he-llo"], peak=0.99))[:, :6], CHARACTERS)
     _, unsure = ctc.decode(tf.constant(logits_for(["he-llo"], peak=0.6))[:, :6], CHARACTERS)
     assert 0.0 < float(unsure[0]) < float(sure[0]) <= 1.0
+
+
+def test_the_score_is_the_weakest_frame_not_the_length_of_the_word():
+    logits = logits_for(["hhe-l-lo", "o-------"], peak=0.95)
+    probs = np.exp(logits)
+    probs[1, 3] = [0.4, 0.15, 0.15, 0.15, 0.15]  # one unsure frame (blank at 0.4) in the short word
+    _, score = ctc.decode(tf.constant(np.log(probs)), CHARACTERS)
+    assert float(score[0]) == pytest.approx(0.95, rel=1e-4)  # a long word read surely scores high
+    assert float(score[1]) == pytest.approx(0.4, rel=1e-4)
 
 
 def test_decode_does_not_need_normalised_logits():

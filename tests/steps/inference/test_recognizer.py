@@ -24,6 +24,7 @@ import tensorflow as tf
 from PIL import Image
 
 from steps.inference import ctc, imaging, loading, recognizer
+from steps.inference.calibration import Calibration
 from steps.inference.charset import Charset, CharsetError
 from steps.training import export
 from steps.workflow import config
@@ -55,7 +56,7 @@ def logged(tmp_path_factory, _empty_mlflow_db):
         mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
         mlflow.set_tracking_uri(uri)
         experiment_id = mlflow.create_experiment("exported", artifact_location=(root / "artifacts").as_uri())
-        export_dir = export.save(run.net, run.chars, H, W, root / "export")
+        export_dir = export.save(run.net, run.chars, Calibration.identity(), H, W, root / "export")
         with mlflow.start_run(experiment_id=experiment_id):
             info = export.log_model(export_dir, run.pngs[0], config.MODEL_ARTIFACT)
         yield Logged(run, info.model_uri, mlflow.pyfunc.load_model(info.model_uri), root)
