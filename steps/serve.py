@@ -7,7 +7,12 @@ Run:
 Inputs: `model_uri` ('' = models:/<registered model>@champion; or models:/Name/<version>,
 runs:/<run_id>/handwriting_recognition_model, any URI steps.inference.loading accepts), `host` (127.0.0.1:
 loopback only unless asked), `port`, `threads` (waitress worker threads = requests handled at once) and
-`max_batch` (most images per model call).
+`max_batch` (most images per model call), `follow_interval` (seconds between checks of the alias).
+
+A server started on models:/Name@alias (the default @champion) follows it: every `follow_interval` seconds
+it asks the registry which version the alias names and, when that changed, loads the new version and
+switches to it between requests (none is dropped; /version says which version answers). Any other URI
+(models:/Name/<version>, runs:/...) pins that model, and /version says so ("pinned": true).
 
 Outputs: an HTTP server (waitress, a production WSGI server) with
     POST /predict   an image as a multipart file `image`, a form field `image` holding base64, a JSON body
@@ -16,8 +21,10 @@ Outputs: an HTTP server (waitress, a production WSGI server) with
                     -> {"text": ..., "confidence": ...}, or for several images {"predictions": [...]} where a
                     bad image gets {"error": ...} and the others still succeed.
     GET /health     {"status": "ok"}
-    GET /version    which model is served: name, version, alias, run id, model URI, model id, charset size
-    GET /           an HTML page to upload an image and see its transcription (no external assets)
+    GET /version    which model is served: name, version, alias, run id, model URI, model id, charset size,
+                    "follows" (the alias followed, or null) and "pinned"
+    GET /           a web page: drop, paste, pick or draw words, see each transcription with its calibrated
+                    confidence and latency (one HTML file and a favicon, no external assets)
 Errors are JSON {"error": ..., "status": ...} with a 4xx code naming the problem; no traceback reaches a
 client (it is logged here). One log line per request (method, path, status, ms) goes to stderr.
 
@@ -82,24 +89,54 @@ def _stop(signum, frame) -> None:
     show_default=True,
     help="a word list (one per line): answer with the best beam path that is one of its words ('' = off)",
 )
+@click.option(
+    "--follow-interval",
+    type=click.FloatRange(0, min_open=True),
+    default=D["follow_interval"],
+    show_default=True,
+    help="seconds between checks of the alias a models:/Name@alias URI names (other URIs pin their model)",
+)
 @cli.user_errors(LookupError, PortInUse, ValueError)
-def main(model_uri: str, host: str, port: int, threads: int, max_batch: int, lexicon: str) -> None:
+def main(
+    model_uri: str, host: str, port: int, threads: int, max_batch: int, lexicon: str, follow_interval: float
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_port(host, port)
     from steps.inference import ctc, loading
+    from steps.serving import follow
     from steps.serving.app import create_app, describe
     from steps.serving.server import serve, warm_up
 
     words = ctc.Lexicon.load(lexicon) if lexicon else None
 
     model_uri = model_uri or config.CHAMPION_URI
+    followed = follow.alias_of(model_uri)
+
+    def build(uri: str, alias: str | None):
+        """Load, warm up and wrap one model as its own app (the follower calls it for each new version)."""
+        model = loading.load(uri)
+        warm_up(model)
+        info = describe(uri, model)
+        info.update(alias=alias or info["alias"], follows=followed and followed[1], pinned=not followed)
+        info["lexicon"] = f"{lexicon} ({len(words)} words)" if words else None
+        return create_app(model, info, max_batch, lexicon=words), info
+
     runs.log(f"loading {model_uri}")
-    model = loading.load(model_uri)
-    warm_up(model)
-    info = describe(model_uri, model)
+    first, info = build(model_uri, None)
     runs.log("serving " + json.dumps(info))
-    info["lexicon"] = f"{lexicon} ({len(words)} words)" if words else None
-    app = create_app(model, info, max_batch, lexicon=words)
+    app = follow.Switch(first)
+    follower = None
+    if followed:
+        runs.log(f"following @{followed[1]}: checking the registry every {follow_interval:g} s")
+        follower = follow.Follower(
+            app,
+            *followed,
+            info["version"],
+            follow_interval,
+            lambda version: build(f"models:/{followed[0]}/{version}", followed[1])[0],
+        ).start()
+    else:
+        runs.log(f"{model_uri} pins its model: this server does not follow an alias")
     # A stop is the normal end of a server: Ctrl-C or SIGTERM ends the `mlflow run` run as FINISHED.
     signal.signal(signal.SIGTERM, _stop)
     try:
@@ -107,7 +144,9 @@ def main(model_uri: str, host: str, port: int, threads: int, max_batch: int, lex
     except KeyboardInterrupt:
         runs.log("stopped")
     finally:
-        app.extensions["hwr.batcher"].close()
+        if follower:
+            follower.stop()
+        app.close()
         if os.environ.get("MLFLOW_RUN_ID"):
             import mlflow
 

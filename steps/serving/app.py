@@ -25,6 +25,7 @@ log = logging.getLogger("hwr.serve")
 MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # bytes per request; larger requests get 413 before any decoding
 RESULT_TIMEOUT_S = 120.0  # a request gives up (503) if its batch has not run by then
 PAGE = resources.files("steps.serving").joinpath("page.html").read_text(encoding="utf-8")
+FAVICON = resources.files("steps.serving").joinpath("favicon.svg").read_bytes()
 # What a client is told for each way an image can be unusable.
 IMAGE_ERROR_STATUS = {
     imaging.EmptyImage: 400,  # nothing was uploaded
@@ -151,7 +152,13 @@ def create_app(
 
     @app.get("/")
     def index():
-        return flask.Response(PAGE, mimetype="text/html")
+        # The page checks sizes before uploading, against this server's limit.
+        return flask.Response(PAGE.replace("__MAX_BYTES__", str(max_content_length)), mimetype="text/html")
+
+    @app.get("/favicon.svg")
+    @app.get("/favicon.ico")
+    def favicon():
+        return flask.Response(FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
     @app.post("/predict")
     def predict():

@@ -4,9 +4,12 @@ and train's resume-after-kill on the same data."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from steps.inference import recognizer
+from steps.inference.calibration import Calibration, expected_calibration_error
 from steps.workflow import config
 
 pytestmark = pytest.mark.slow  # real `mlflow run` steps, servers or training
@@ -51,6 +54,7 @@ def test_train_logs_metrics_per_epoch_params_plots_and_model(step_chain, trained
     assert p["train_ratio"] == "0.75" and p["val_ratio"] == "0.15" and p["max_sequence_length"] == "24"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss.png", "cer.png", "val_predictions.png"} <= artifacts
+    assert run.data.metrics["calibration_samples"] > 0  # fitted on the validation words
     import mlflow
 
     mlflow.set_tracking_uri(step_chain.env["MLFLOW_TRACKING_URI"])
@@ -66,6 +70,11 @@ def test_train_logs_metrics_per_epoch_params_plots_and_model(step_chain, trained
         example = model.input_example
         out = model.predict(example)
         assert list(out.columns) == ["text", "confidence"] and 0.0 <= out["confidence"][0] <= 1.0
+        # The calibration travels inside the model and is the one it applies.
+        calibration = Calibration.load(
+            Path(mlflow.artifacts.download_artifacts(f"{model_uri}/artifacts/{recognizer.CALIBRATION}"))
+        )
+        assert model.unwrap_python_model().calibration == calibration
     finally:
         mlflow.set_tracking_uri(None)
 
@@ -86,6 +95,7 @@ def test_evaluate_logs_test_metrics_predictions_and_plots(step_chain, trained):
         "cer_by_length.png",
         "confusions.png",
         "worst_and_best.png",
+        "reliability.png",
     } <= artifacts
     import mlflow
     import pyarrow.parquet as pq
@@ -102,6 +112,9 @@ def test_evaluate_logs_test_metrics_predictions_and_plots(step_chain, trained):
     rows = pq.read_table(path).to_pylist()
     assert len(rows) == m["test_samples"]
     assert {"id", "truth", "prediction", "confidence", "cer", "prediction_beam"} <= set(rows[0])
+    confidence, correct = [r["confidence"] for r in rows], [r["truth"] == r["prediction"] for r in rows]
+    assert all(0.0 <= c <= 1.0 for c in confidence)
+    assert m["test_ece"] == pytest.approx(expected_calibration_error(confidence, correct, 10), abs=1e-6)
     # the logged CER is the aggregate over characters, recomputable from the predictions
     assert m["test_cer"] == pytest.approx(
         metrics.error_rates([r["truth"] for r in rows], [r["prediction"] for r in rows])["cer"]
