@@ -44,13 +44,26 @@ def decode(logits: tf.Tensor, characters: tf.Tensor, beam_width: int = 0) -> tup
 
 
 def frame_score(log_probs: tf.Tensor) -> tf.Tensor:
-    """Log-probabilities [B, T, C] -> [B]: the smallest over time of the best class's posterior.
+    """Log-probabilities [B, T, C] -> [B]: over the frames, the least probability that a frame leaves the
+    greedy reading unchanged.
 
-    One uncertain frame is enough to misread a word, whereas the probability of the whole path shrinks
-    with every frame of a long, perfectly read word; the weakest frame ranks readings by how likely they
-    are to be right, and the calibration turns that ranking into a probability.
+    A frame keeps the reading if it emits its best class, and also if it emits a class that merges with a
+    neighbour: at a blank frame, the character of the frame before or after (repeats collapse); at a
+    character frame, the blank when a neighbouring frame emits the same character. One uncertain frame is
+    enough to misread a word, so the weakest frame decides; the probability of the whole path instead
+    shrinks with every frame of a long, perfectly read word and counts boundary hesitations as doubt.
     """
-    return tf.clip_by_value(tf.exp(tf.reduce_min(tf.reduce_max(log_probs, axis=-1), axis=-1)), 0.0, 1.0)
+    probs = tf.exp(log_probs)
+    best = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B, T]
+    before = tf.pad(best[:, :-1], [[0, 0], [1, 0]])  # the blank beyond either end
+    after = tf.pad(best[:, 1:], [[0, 0], [0, 1]])
+    at = lambda classes: tf.gather(probs, classes, batch_dims=2)  # noqa: E731  [B, T] probability of classes
+    blank = probs[..., BLANK_INDEX]
+    is_char = lambda c: tf.cast(c != BLANK_INDEX, probs.dtype)  # noqa: E731
+    at_blank = blank + is_char(before) * at(before) + is_char(after) * tf.cast(after != before, probs.dtype) * at(after)
+    at_char = at(best) + blank * tf.cast((before == best) | (after == best), probs.dtype)
+    keeps = tf.where(best == BLANK_INDEX, at_blank, at_char)
+    return tf.clip_by_value(tf.reduce_min(keeps, axis=-1), 0.0, 1.0)
 
 
 def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:

@@ -112,34 +112,32 @@ def bars(
 
 
 def reliability(table: Sequence[dict], ece: float, bins: int, path: Path) -> Path:
-    """A reliability diagram: accuracy against mean confidence per bin (calibration.reliability's rows),
-    the diagonal a perfectly calibrated model would follow, and below it how many words fall in each bin."""
+    """A reliability diagram from calibration.reliability's rows: per confidence bin, the fraction of words
+    read exactly right (bars), the gap to the bin's mean confidence (red), the diagonal a perfectly
+    calibrated model would follow, and below it how many words fall in each bin."""
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    width = 1.0 / bins
+    width, lows = 1.0 / bins, [b["low"] for b in table]
+    accuracy, confidence = [b["accuracy"] for b in table], [b["confidence"] for b in table]
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    ax.bar(lows, accuracy, width=width, align="edge", color="steelblue", edgecolor="white", label="read exactly right")
     ax.bar(
-        [b["low"] for b in table],
-        [b["accuracy"] for b in table],
+        lows,
+        [c - a for a, c in zip(accuracy, confidence)],
+        bottom=accuracy,
         width=width,
         align="edge",
-        color="steelblue",
-        edgecolor="white",
-        label="fraction read exactly right",
-    )
-    ax.plot(
-        [b["confidence"] for b in table],
-        [b["accuracy"] for b in table],
-        "o",
-        color="darkorange",
-        label="bin's mean confidence",
+        color="indianred",
+        alpha=0.45,
+        edgecolor="indianred",
+        label="gap to the mean confidence",
     )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy (exact word)")
+    ax.set_ylabel("fraction of words read right")
     ax.set_title(f"reliability of the confidence (ECE {ece:.3f})")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
-    counts.bar([b["low"] for b in table], [b["count"] for b in table], width=width, align="edge", color="gray")
+    counts.bar(lows, [b["count"] for b in table], width=width, align="edge", color="gray", edgecolor="white")
     counts.set_xlabel("confidence")
     counts.set_ylabel("words")
     return _save(fig, path)

@@ -70,6 +70,22 @@ def test_the_score_is_the_weakest_frame_not_the_length_of_the_word():
     assert float(score[1]) == pytest.approx(0.4, rel=1e-4)
 
 
+def test_a_frame_torn_between_a_character_and_the_blank_beside_it_is_no_doubt():
+    logits = logits_for(["hhe-l-lo", "hhe-l-lo"], peak=0.95)
+    probs = np.exp(logits)
+    probs[0, 1] = [0.45, 0.0125, 0.5, 0.0125, 0.025]  # the second 'h' or a blank: "hello" either way
+    probs[1, 2] = [0.45, 0.5, 0.0125, 0.0125, 0.025]  # the only 'e' or a blank: "hllo" or "hello"
+    out, score = ctc.decode(tf.constant(np.log(probs)), CHARACTERS)
+    assert texts(out) == ["hello", "hello"]
+    assert float(score[0]) == pytest.approx(0.95, rel=1e-4)  # the other frames decide
+    assert float(score[1]) == pytest.approx(0.5, rel=1e-4)
+    # a blank frame between two letters also keeps the reading if it emits either neighbour
+    probs = np.exp(logits_for(["he-l"], peak=0.9))
+    probs[0, 2] = [0.5, 0.3, 0.0, 0.2, 0.0]  # blank 0.5, 'e' (before) 0.3, 'l' (after) 0.2: nothing changes
+    _, score = ctc.decode(tf.constant(np.log(probs + 1e-12)), CHARACTERS)
+    assert float(score[0]) == pytest.approx(0.9, rel=1e-3)
+
+
 def test_decode_does_not_need_normalised_logits():
     raw = logits_for(["hhe-l-lo"]) * 3.0 + 17.0  # any scale/shift of logits: softmax is applied inside
     out, confidence = ctc.decode(tf.constant(raw), CHARACTERS)

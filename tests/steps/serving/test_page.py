@@ -91,6 +91,11 @@ def rows(page) -> list[dict]:
     )
 
 
+def as_upload(path: Path) -> dict:
+    """A file as Playwright's in-memory upload (one list cannot mix paths and buffers)."""
+    return {"name": path.name, "mimeType": "image/png", "buffer": path.read_bytes()}
+
+
 def shown_text(answer: dict) -> str:
     return answer["text"] or "∅ nothing read"
 
@@ -194,7 +199,7 @@ def test_a_non_image_and_an_oversize_file_get_clear_messages(page, server, tiny)
             {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"},
             {"name": "fake.png", "mimeType": "image/png", "buffer": b"plain text, not a PNG"},
             {"name": "huge.png", "mimeType": "image/png", "buffer": b"\x89PNG" + b"\0" * (11 * 1024 * 1024)},
-            str(tiny.images[0]),
+            as_upload(tiny.images[0]),
         ],
     )
     text, fake, huge, good = rows(page)
@@ -227,7 +232,8 @@ def test_keyboard_only(page, server, tiny):
 def test_screenshot(page, server, tiny, tmp_path):
     """A filled page, saved as PNG ($HWR_SCREENSHOTS names a folder to keep it in; docs/ holds one)."""
     page.set_input_files(
-        "#files", [str(p) for p in tiny.images[:5]] + [{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"x"}]
+        "#files",
+        [as_upload(p) for p in tiny.images[:5]] + [{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"x"}],
     )
     assert len(rows(page)) == 6
     out = Path(os.environ.get("HWR_SCREENSHOTS") or tmp_path) / "page.png"
