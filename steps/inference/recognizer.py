@@ -6,7 +6,7 @@ ctc.decode (see steps/training/export.py), charset.json and calibration.json. se
 `mlflow models serve` all run it, so they run exactly the preprocessing and decoding that training used.
 Loading checks that the embedded charset and charset.json agree. The confidence is the raw score mapped
 through the model's calibration (steps/inference/calibration.py): the estimated probability that the
-word is read exactly right. Models logged before calibration existed report their raw path probability.
+word is read exactly right. Models logged before calibration existed report the raw score uncalibrated.
 """
 
 from __future__ import annotations
@@ -93,11 +93,11 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
             logits = self.module.logits(tf.constant(canvases))
             texts, raw = ctc.decode_lexicon(logits, self.characters, lexicon, max(beam_width, 10))
             return list(zip(texts, self.confidence(raw)))
-        if beam_width > 0:
+        read = self.module.recognize_canvas(tf.constant(canvases)) if beam_width == 0 else {}
+        if "score" in read:
+            out, raw = read["text"], read["score"]
+        else:  # beam search, or a model exported before the raw score: decode here, as the SavedModel would
             out, raw = ctc.decode(self.module.logits(tf.constant(canvases)), self.characters, beam_width)
-        else:
-            read = self.module.recognize_canvas(tf.constant(canvases))
-            out, raw = read["text"], read["score"] if "score" in read else read["confidence"]
         texts = [t.decode("utf-8") for t in out.numpy()]
         return list(zip(texts, self.confidence(raw.numpy())))
 

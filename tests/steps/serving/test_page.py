@@ -72,10 +72,14 @@ def expected(server: str, path: Path) -> dict:
     return requests.post(server + "/predict", files={"image": path.read_bytes()}, timeout=60).json()
 
 
-def rows(page) -> list[dict]:
-    """The results table as a user reads it, once no row is still reading."""
+def rows(page, count: int = 1) -> list[dict]:
+    """The results table as a user reads it, once it holds `count` rows and none is still reading."""
     page.wait_for_function(
-        "() => ![...document.querySelectorAll('#results tbody td.text')].some(td => td.textContent === 'reading…')"
+        """(count) => {
+            const cells = [...document.querySelectorAll('#results tbody td.text')];
+            return cells.length === count && !cells.some(td => td.textContent === 'reading…');
+        }""",
+        arg=count,
     )
     return page.eval_on_selector_all(
         "#results tbody tr:not(#empty)",
@@ -127,8 +131,7 @@ def test_upload_one_file(page, server, tiny):
 def test_several_files_at_once_fill_the_table_in_order(page, server, tiny):
     paths = list(tiny.images[:4])
     page.set_input_files("#files", [str(p) for p in paths])
-    shown = rows(page)
-    assert len(shown) == 4
+    shown = rows(page, 4)
     for row, path in zip(shown, paths):
         check_read(row, expected(server, path), path.name)
     assert page.inner_text("#status") == "4 words read"
@@ -202,7 +205,7 @@ def test_a_non_image_and_an_oversize_file_get_clear_messages(page, server, tiny)
             as_upload(tiny.images[0]),
         ],
     )
-    text, fake, huge, good = rows(page)
+    text, fake, huge, good = rows(page, 4)
     assert (
         text["failed"]
         and text["text"] == "“notes.txt” is not an image (text/plain): use a PNG, JPEG, GIF, BMP or TIFF file"
@@ -235,7 +238,7 @@ def test_screenshot(page, server, tiny, tmp_path):
         "#files",
         [as_upload(p) for p in tiny.images[:5]] + [{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"x"}],
     )
-    assert len(rows(page)) == 6
+    assert len(rows(page, 6)) == 6
     out = Path(os.environ.get("HWR_SCREENSHOTS") or tmp_path) / "page.png"
     page.screenshot(path=str(out), full_page=True)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
