@@ -172,8 +172,12 @@ def test_the_word_beam_reaches_a_word_outside_the_free_beam():
     # two paths keeps 'he' (a prefix of 'hello') and 'el', and 'el' is the word
     free = wordbeam.beam_search(near_miss()[0], CHARS, 2, None)
     assert [text for text, _ in free] == ["hl", "he"]
-    text, confidence = ctc.decode_lexicon(near_miss(), CHARACTERS, ctc.Lexicon(["el", "hello"]), beam_width=2)
-    assert text == ["el"] and 0.1 < confidence[0] < 0.25
+    lexicon = ctc.Lexicon(["el", "hello"])
+    text, confidence = ctc.decode_lexicon(near_miss(), CHARACTERS, lexicon, beam_width=2)
+    assert text == ["el"]
+    # the raw score: the weakest frame (the 'l' at 0.45) scaled by how much less probable 'el' is than 'hl'
+    _, word = wordbeam.best_word(near_miss()[0], CHARS, 2, lexicon.prefixes)
+    assert confidence[0] == pytest.approx(0.45 * np.exp(word - free[0][1]), rel=1e-4)
 
 
 def test_the_word_beam_keeps_the_free_reading_when_every_word_is_far_less_probable():
