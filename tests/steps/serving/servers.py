@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 def start(tiny: model_fixture.TinyModel, log: Path, *args: str, **env: str) -> tuple[subprocess.Popen, str]:
-    """Start a server (its own process group) with `args`; returns (process, base URL). Call wait_healthy next."""
+    """Start a server (its own process group) with `args`; returns (process, base URL). Call wait_healthy next
+    (its 10 minutes are for a shared machine under load: TensorFlow alone can take minutes to import there)."""
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -36,7 +37,7 @@ def start(tiny: model_fixture.TinyModel, log: Path, *args: str, **env: str) -> t
     return proc, f"http://127.0.0.1:{port}"
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
