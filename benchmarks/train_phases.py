@@ -221,7 +221,9 @@ def _export(net, info, args: dict) -> dict:
     example = next(reader.records(info, "val").take(1).as_numpy_iterator())["image"]
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp, mlflow.start_run(run_name="benchmark-model"):
         export.save(net, info.charset, info.image_height, info.image_width, Path(tmp) / "export")
-        model = export.log_model(Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT)
+        model = export.log_model(
+            Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT, export.metadata(info)
+        )
         mv = mlflow.register_model(model.model_uri, config.REGISTERED_MODEL)
     return {
         "model_uri": model.model_uri,

@@ -3,8 +3,10 @@
 Run:
     mlflow run . -e serve --env-manager local -P model_uri="models:/HandwritingRecognitionModel/1"
     python -m steps.serve --model-uri "models:/HandwritingRecognitionModel@champion" --port 5000
+    mlflow run . -e serve --env-manager local -P level=lines     # the line model's champion
 
-Inputs: `model_uri` ('' = models:/<registered model>@champion; or models:/Name/<version>,
+Inputs: `model_uri` ('' = models:/<registered model>@champion, of `level`: words, or lines for
+models:/<registered model>-lines@champion; or models:/Name/<version>,
 runs:/<run_id>/handwriting_recognition_model, any URI steps.inference.loading accepts), `host` (127.0.0.1:
 loopback only unless asked), `port`, `threads` (waitress worker threads = requests handled at once) and
 `max_batch` (most images per model call).
@@ -16,7 +18,8 @@ Outputs: an HTTP server (waitress, a production WSGI server) with
                     -> {"text": ..., "confidence": ...}, or for several images {"predictions": [...]} where a
                     bad image gets {"error": ...} and the others still succeed.
     GET /health     {"status": "ok"}
-    GET /version    which model is served: name, version, alias, run id, model URI, model id, charset size
+    GET /version    which model is served: name, version, alias, run id, model URI, model id, charset size,
+                    the level it reads (words | lines) and its canvas
     GET /           an HTML page to upload an image and see its transcription (no external assets)
 Errors are JSON {"error": ..., "status": ...} with a 4xx code naming the problem; no traceback reaches a
 client (it is logged here). One log line per request (method, path, status, ms) goes to stderr.
@@ -64,6 +67,7 @@ def _stop(signum, frame) -> None:
 
 @click.command(help=__doc__.split("\n\n")[0])
 @cli.model_uri_option(D["model_uri"])
+@cli.level_option(D["level"])
 @click.option("--host", default=D["host"], show_default=True, help="interface to bind (0.0.0.0 exposes it)")
 @click.option("--port", type=click.IntRange(0, 65535), default=D["port"], show_default=True)
 @click.option(
@@ -83,7 +87,7 @@ def _stop(signum, frame) -> None:
     help="a word list (one per line): answer with the best beam path that is one of its words ('' = off)",
 )
 @cli.user_errors(LookupError, PortInUse, ValueError)
-def main(model_uri: str, host: str, port: int, threads: int, max_batch: int, lexicon: str) -> None:
+def main(model_uri: str, level: str, host: str, port: int, threads: int, max_batch: int, lexicon: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_port(host, port)
     from steps.inference import ctc, loading
@@ -92,7 +96,7 @@ def main(model_uri: str, host: str, port: int, threads: int, max_batch: int, lex
 
     words = ctc.Lexicon.load(lexicon) if lexicon else None
 
-    model_uri = model_uri or config.CHAMPION_URI
+    model_uri = model_uri or config.champion_uri(level)
     runs.log(f"loading {model_uri}")
     model = loading.load(model_uri)
     warm_up(model)
