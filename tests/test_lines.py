@@ -73,7 +73,7 @@ def pipeline_run(tmp_path_factory):
     command = [str(Path(sys.executable).parent / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local"]
     for k, v in TINY_LINES.items():
         command += ["-P", f"{k}={v}"]
-    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return root, env, proc
 
