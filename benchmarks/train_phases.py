@@ -224,7 +224,9 @@ def _export(net, info, args: dict) -> dict:
         export.save(
             net, info.charset, Calibration.identity(), info.image_height, info.image_width, Path(tmp) / "export"
         )
-        model = export.log_model(Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT)
+        model = export.log_model(
+            Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT, export.metadata(info)
+        )
         mv = mlflow.register_model(model.model_uri, config.REGISTERED_MODEL)
     return {
         "model_uri": model.model_uri,

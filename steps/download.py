@@ -1,20 +1,25 @@
 """Step `download`: get the raw dataset and log it in the canonical raw layout.
 
-Inputs:  `dataset`: synthetic (generated offline, the default) or iam (research-only licence: opt in);
+Inputs:  `level`: words (the default) or lines (IAM lines.txt + lines.tgz layout);
+         `dataset`: synthetic (generated offline, the default) or iam (research-only licence: opt in);
          `source` (iam): URL, file:// URL or local path of the Keras example mirror zip, or of the
          directory holding the official words.tgz + ascii.tgz ("" = the mirror); credentials for the
          official server come from env IAM_USER / IAM_PASSWORD only; `sha256`: checked when given
          (<hex> for the zip or words.tgz, or words.tgz=<hex>,ascii.tgz=<hex>);
-         `num_words`, `num_writers`, `seed` (synthetic).
-Outputs: artifacts raw/ (words.txt + words.tgz, plus forms.txt when the source has it) and
+         `num_words`, `num_writers`, `seed` (synthetic), `num_lines` (synthetic lines). IAM lines come from
+         the official lines.tgz + ascii.tgz (URL or local directory) or a directory with lines.tgz +
+         lines.txt; the word-only mirror has none (an error says so).
+Outputs: artifacts raw/ (words.txt + words.tgz, or lines.txt + lines.tgz, plus forms.txt when known) and
          download.json (dataset, source without credentials, sha256 and bytes of each file, counts,
-         seconds); metrics bytes_downloaded, download_seconds, throughput (MB/s), words, images.
+         seconds); metrics bytes_downloaded, download_seconds, throughput (MB/s), words or lines, images.
 Cache:   downloads are kept in $HWR_CACHE_DIR (default ~/.cache/handwriting-recognition), so reruns
          do not fetch again and an interrupted download resumes.
 
     mlflow run . -e download --env-manager local
     mlflow run . -e download --env-manager local -P dataset=iam
     mlflow run . -e download --env-manager local -P dataset=iam -P source=https://fki.tic.heia-fr.ch/DBs/iamDB/data/
+    mlflow run . -e download --env-manager local -P level=lines
+    mlflow run . -e download --env-manager local -P level=lines -P dataset=iam -P source=/data/iam  # lines.tgz, ascii.tgz
 """
 
 from __future__ import annotations
@@ -42,39 +47,52 @@ def _credentials() -> tuple[str, str] | None:
     return (user, password) if user else None
 
 
-def _synthetic(out: Path, source: str, sha256: str, num_words: int, num_writers: int, seed: int) -> dict:
+def _synthetic(
+    out: Path, level: str, source: str, sha256: str, num_words: int, num_writers: int, num_lines: int, seed: int
+) -> dict:
     if source or sha256:
         raise DownloadError(
             "dataset=synthetic generates its data: -P source and -P sha256 apply to "
             "dataset=iam only (drop them, or add -P dataset=iam)"
         )
-    from steps.sources import synthetic  # imported here: it pulls in the image stack, which iam does not need
+    # imported here: they pull in the image stack, which iam does not need
+    from steps.sources import iam_lines, synthetic, synthetic_lines
 
     started = time.monotonic()
-    counts = synthetic.generate(out, num_words, num_writers, seed)
+    if level == "lines":
+        counts = synthetic_lines.generate(out, num_lines, num_writers, seed)
+        asked = {"num_lines": num_lines, "num_writers": num_writers, "seed": seed}
+    else:
+        counts = synthetic.generate(out, num_words, num_writers, seed)
+        asked = {"num_words": num_words, "num_writers": num_writers, "seed": seed}
     seconds = time.monotonic() - started
     return {
         "dataset": "synthetic",
+        "level": level,
         "source": "synthetic",
         "layout": "directory",
-        "synthetic": {"num_words": num_words, "num_writers": num_writers, "seed": seed, **counts},
+        "synthetic": {**asked, **counts},
         "fetched": {},
         "bytes": 0,
         "bytes_downloaded": 0,
         "download_seconds": round(seconds, 3),
-        **iam.describe_raw(out),
+        **(iam_lines.describe_raw(out) if level == "lines" else iam.describe_raw(out)),
     }
 
 
 @click.command(help=__doc__.split("\n\n")[0])
+@click.option("--level", type=click.Choice(sorted(config.LEVELS)), default=D["level"], show_default=True)
 @click.option("--dataset", type=click.Choice(["synthetic", "iam"]), default=D["dataset"], show_default=True)
 @click.option("--source", default=D["source"], help="iam: URL or path of the mirror zip or official directory")
 @click.option("--sha256", default=D["sha256"], help="expected sha256 of the fetched archive ('' = not checked)")
 @click.option("--num-words", type=int, default=D["num_words"], show_default=True, help="synthetic only")
 @click.option("--num-writers", type=int, default=D["num_writers"], show_default=True, help="synthetic only")
+@click.option("--num-lines", type=int, default=D["num_lines"], show_default=True, help="synthetic, level=lines only")
 @click.option("--seed", type=int, default=D["seed"], show_default=True)
 @cli.user_errors(DownloadError)
-def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: int, seed: int) -> None:
+def main(
+    level: str, dataset: str, source: str, sha256: str, num_words: int, num_writers: int, num_lines: int, seed: int
+) -> None:
     started = time.monotonic()
     auth = _credentials()
     shown = http.redact(source)
@@ -84,11 +102,13 @@ def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: in
             "`source` param: delete that run, and pass credentials via IAM_USER/IAM_PASSWORD instead"
         )
     params = {
+        "level": level,
         "dataset": dataset,
         "source": shown,
         "sha256": sha256,
         "num_words": num_words,
         "num_writers": num_writers,
+        "num_lines": num_lines,
         "seed": seed,
     }
     with runs.start_step("download", params) as run, tempfile.TemporaryDirectory(prefix="hwr-download-") as tmp:
@@ -96,7 +116,11 @@ def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: in
         out.mkdir()
         try:
             if dataset == "synthetic":
-                info = _synthetic(out, source, sha256, num_words, num_writers, seed)
+                info = _synthetic(out, level, source, sha256, num_words, num_writers, num_lines, seed)
+            elif level == "lines":
+                from steps.sources import iam_lines
+
+                info = iam_lines.prepare_iam_lines(source, out, cache_dir=config.cache_dir(), sha256=sha256, auth=auth)
             else:
                 info = iam.prepare_iam(source, out, cache_dir=config.cache_dir(), sha256=sha256, auth=auth)
         except DownloadError as e:
@@ -113,12 +137,12 @@ def main(dataset: str, source: str, sha256: str, num_words: int, num_writers: in
                 "bytes_downloaded": info["bytes_downloaded"],
                 "download_seconds": seconds,
                 "throughput": info["bytes_downloaded"] / 1e6 / seconds if seconds > 0 else 0.0,
-                "words": info["words"],
+                level: info[level],
                 "images": info["images"],
             }
         )
     runs.log(
-        f"download run {run.info.run_id}: {config.RAW_ARTIFACT}/ holds {info['words']} words and "
+        f"download run {run.info.run_id}: {config.RAW_ARTIFACT}/ holds {info[level]} {level} and "
         f"{info['images']} images ({info['bytes_downloaded'] / 1e6:.1f} MB downloaded, "
         f"{info['seconds']:.1f} s)"
     )

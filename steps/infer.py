@@ -4,9 +4,12 @@ Run:
     mlflow run . -e infer --env-manager local -P model_uri="models:/HandwritingRecognitionModel@champion" \\
         -P image_path=word.png
     python -m steps.infer --image-path 'scans/*.png' --output jsonl
+    mlflow run . -e infer --env-manager local -P level=lines -P image_path=data/examples/line.png
 
 Inputs:
 - `model_uri`: models:/Name@alias, models:/Name/<version>, runs:/<run_id>/handwriting_recognition_model, ...
+  ('' = the champion of `level`: models:/HandwritingRecognitionModel@champion for words, ...-lines@champion
+  for lines; a line model reads line images, a word model word images).
 - `image_path`: one of
     a file                  -> that file, whatever its extension;
     a directory             -> every image file (.png .jpg .jpeg .bmp .gif .tif .tiff, any case) under it,
@@ -116,6 +119,7 @@ class NoImages(LookupError):
 
 @click.command(help=__doc__.split("\n\n")[0])
 @cli.model_uri_option(D["model_uri"])
+@cli.level_option(D["level"])
 @click.option("--image-path", required=True, help="an image file, a directory (searched recursively) or a quoted glob")
 @click.option("--output", type=click.Choice(OUTPUTS), default=D["output"], show_default=True)
 @click.option(
@@ -125,7 +129,7 @@ class NoImages(LookupError):
     help="a word list (one per line): prefer the best beam path that is one of its words ('' = off)",
 )
 @cli.user_errors(LookupError, ValueError)
-def main(model_uri: str, image_path: str, output: str, lexicon: str) -> None:
+def main(model_uri: str, level: str, image_path: str, output: str, lexicon: str) -> None:
     # Find the files before loading the model: a typo should fail in a second, not after TF starts.
     paths = find_images(from_caller(image_path))
     if not paths:
@@ -137,7 +141,7 @@ def main(model_uri: str, image_path: str, output: str, lexicon: str) -> None:
 
     words = ctc.Lexicon.load(from_caller(lexicon)) if lexicon else None
 
-    model_uri = model_uri or config.CHAMPION_URI
+    model_uri = model_uri or config.champion_uri(level)
     runs.log(f"{len(paths)} image(s) from {image_path!r}; loading {model_uri}")
     model = loading.load(model_uri)
     total, failed = write_results(transcribe(model, paths, lexicon=words), output, sys.stdout, sys.stderr)

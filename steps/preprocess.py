@@ -1,12 +1,15 @@
 """Step `preprocess`: IAM-layout raw data -> sharded TFRecords with writer-independent splits.
 
-Inputs:  `raw_data`, the URI of a download run's raw/ (words.txt + words.tgz, optional forms.txt);
-         when empty, the newest finished download run of the experiment (the log names it).
+Inputs:  `raw_data`, the URI of a download run's raw/ (words.txt + words.tgz, or lines.txt + lines.tgz,
+         optional forms.txt); when empty, the newest finished download run of the same `level` in the
+         experiment (the log names it). `level` (words | lines) picks the raw files and the canvas:
+         image_height/image_width/max_label_length for words, line_height/line_width/max_line_length for lines.
 Outputs: artifact dataset/ of the run: {split}-%05d-of-%05d.tfrecord shards, manifest.parquet,
          charset.json, stats.json and samples_{split}.png; split sizes, drop reasons and images/s
          as metrics; the dataset's digest as a run input (mlflow.log_input) for lineage.
 
     mlflow run . -e preprocess --env-manager local -P raw_data=runs:/<download_run>/raw
+    mlflow run . -e preprocess --env-manager local -P level=lines
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def _log_lineage(stats: dict, raw_uri: str) -> None:
     run = mlflow.active_run()
     source = LocalArtifactDatasetSource(f"{run.info.artifact_uri}/{config.DATASET_ARTIFACT}")
     mlflow.log_input(
-        MetaDataset(source, name=f"iam-words-{stats['digest']}", digest=stats["digest"], schema=schema),
+        MetaDataset(source, name=f"iam-{stats['level']}-{stats['digest']}", digest=stats["digest"], schema=schema),
         context="preprocess",
     )
     mlflow.set_tag("hwr.raw_data", raw_uri)
@@ -69,8 +72,22 @@ def _log_lineage(stats: dict, raw_uri: str) -> None:
     help="longer words are dropped (and counted)",
 )
 @click.option(
-    "--keep-err", type=click.BOOL, default=D["keep_err"], show_default=True, help="keep words.txt lines flagged err"
+    "--level",
+    type=click.Choice(sorted(config.LEVELS)),
+    default=D["level"],
+    show_default=True,
+    help="words or lines: which raw files to read, and which canvas parameters apply",
 )
+@click.option("--line-height", type=click.IntRange(8, 512), default=D["line_height"], show_default=True)
+@click.option("--line-width", type=click.IntRange(8, 4096), default=D["line_width"], show_default=True)
+@click.option(
+    "--max-line-length",
+    type=click.IntRange(1),
+    default=D["max_line_length"],
+    show_default=True,
+    help="level=lines: longer lines are dropped (and counted)",
+)
+@click.option("--keep-err", type=click.BOOL, default=D["keep_err"], show_default=True, help="keep lines flagged err")
 @click.option(
     "--shard-size",
     type=click.IntRange(1),
@@ -88,12 +105,12 @@ def main(raw_data: str, **params) -> None:
         splits.check_ratios(params["train_ratio"], params["val_ratio"])
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    cfg = PreprocessConfig(**params)
+    cfg = PreprocessConfig.from_params(params)
     with (
         runs.start_step("preprocess", {"raw_data": raw_data, **params}),
         tempfile.TemporaryDirectory(prefix="hwr-preprocess-") as tmp,
     ):
-        raw_uri = runs.upstream_uri(raw_data, "download", config.RAW_ARTIFACT)
+        raw_uri = runs.upstream_uri(raw_data, "download", config.RAW_ARTIFACT, {"level": cfg.level})
         raw_dir = Path(artifacts.local_dir(raw_uri, dst_path=str(Path(tmp) / "raw")))
         out = Path(tmp) / config.DATASET_ARTIFACT
         out.mkdir()
@@ -108,7 +125,7 @@ def main(raw_data: str, **params) -> None:
         )
         _log_lineage(stats, raw_uri)
         runs.log(
-            f"dataset {stats['digest']}: {stats['samples']} samples, dropped {stats['dropped']}, "
+            f"{cfg.level} dataset {stats['digest']}: {stats['samples']} samples, dropped {stats['dropped']}, "
             f"{stats['images_per_second']} images/s"
         )
 

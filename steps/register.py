@@ -2,7 +2,8 @@
 
 Inputs:  `model_uri` (runs:/<train_run>/handwriting_recognition_model, models:/m-..., ...; "" = the model
          of the newest finished evaluate run), which must have a finished evaluate run in this experiment
-         (tag hwr.model_uri = model_uri, metric test_cer); `model_name`; `alias`; `max_cer`.
+         (tag hwr.model_uri = model_uri, metric test_cer); `model_name` (a line model, whose logged
+         metadata says level lines, registers as `<model_name>-lines`); `alias`; `max_cer`.
 Outputs: two gates, both logged with their reason (tags hwr.decision, hwr.decision_reason):
          1. the absolute bar: a model whose test CER is above `max_cer` is NOT registered (decision
             `rejected`, with what to do); the default bar keeps a model that reads nothing out of the registry;
@@ -60,11 +61,13 @@ def main(model_uri: str, model_name: str, alias: str, max_cer: float) -> None:
             model_uri = evaluation.data.tags["hwr.model_uri"]
             runs.log(f"registering {model_uri} (model of the newest finished evaluate run {evaluation.info.run_id})")
         try:
-            train_run = (
-                evaluation.data.tags.get("hwr.train_run") or mlflow.models.get_model_info(model_uri).run_id or ""
-            )
+            logged = mlflow.models.get_model_info(model_uri)
         except (MlflowException, OSError) as e:
             raise RegistrationError(f"cannot read model {model_uri!r}: {e}") from None
+        train_run = evaluation.data.tags.get("hwr.train_run") or logged.run_id or ""
+        # Word and line models never share a registered model: a line model goes to <model_name>-lines.
+        level = (logged.metadata or {}).get("level", "words")
+        model_name = config.registered_name(model_name, level)
         new_cer = evaluation.data.metrics[METRIC]
         mlflow.set_tags({"hwr.model_uri": model_uri, "hwr.evaluate_run": evaluation.info.run_id})
         mlflow.log_metric("new_test_cer", new_cer)

@@ -3,8 +3,10 @@
 Run:
     mlflow run . -e serve --env-manager local -P model_uri="models:/HandwritingRecognitionModel/1"
     python -m steps.serve --model-uri "models:/HandwritingRecognitionModel@champion" --port 5000
+    mlflow run . -e serve --env-manager local -P level=lines     # the line model's champion
 
-Inputs: `model_uri` ('' = models:/<registered model>@champion; or models:/Name/<version>,
+Inputs: `model_uri` ('' = models:/<registered model>@champion, of `level`: words, or lines for
+models:/<registered model>-lines@champion; or models:/Name/<version>,
 runs:/<run_id>/handwriting_recognition_model, any URI steps.inference.loading accepts), `host` (127.0.0.1:
 loopback only unless asked), `port`, `threads` (waitress worker threads = requests handled at once) and
 `max_batch` (most images per model call), `follow_interval` (seconds between checks of the alias).
@@ -22,7 +24,8 @@ Outputs: an HTTP server (waitress, a production WSGI server) with
                     bad image gets {"error": ...} and the others still succeed.
     GET /health     {"status": "ok"}
     GET /version    which model is served: name, version, alias, run id, model URI, model id, charset size,
-                    "follows" (the alias followed, or null) and "pinned"
+                    "follows" (the alias followed, or null), "pinned", the level it reads (words | lines)
+                    and its canvas
     GET /           a web page: drop, paste, pick or draw words, see each transcription with its calibrated
                     confidence and latency (one HTML file and a favicon, no external assets)
 Errors are JSON {"error": ..., "status": ...} with a 4xx code naming the problem; no traceback reaches a
@@ -71,6 +74,7 @@ def _stop(signum, frame) -> None:
 
 @click.command(help=__doc__.split("\n\n")[0])
 @cli.model_uri_option(D["model_uri"])
+@cli.level_option(D["level"])
 @click.option("--host", default=D["host"], show_default=True, help="interface to bind (0.0.0.0 exposes it)")
 @click.option("--port", type=click.IntRange(0, 65535), default=D["port"], show_default=True)
 @click.option(
@@ -98,7 +102,7 @@ def _stop(signum, frame) -> None:
 )
 @cli.user_errors(LookupError, PortInUse, ValueError)
 def main(
-    model_uri: str, host: str, port: int, threads: int, max_batch: int, lexicon: str, follow_interval: float
+    model_uri: str, level: str, host: str, port: int, threads: int, max_batch: int, lexicon: str, follow_interval: float
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     check_port(host, port)
@@ -109,7 +113,7 @@ def main(
 
     words = ctc.Lexicon.load(lexicon) if lexicon else None
 
-    model_uri = model_uri or config.CHAMPION_URI
+    model_uri = model_uri or config.champion_uri(level)
     followed = follow.alias_of(model_uri)
 
     def build(uri: str, alias: str | None):

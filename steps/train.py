@@ -1,8 +1,10 @@
 """Step `train`: fit the CNN-BiLSTM-CTC recogniser on a preprocessed dataset and log the exported model.
 
 Inputs:  `data`, the URI of a preprocess run's dataset/ (local path, runs:/, s3://, gs://, hdfs://,
-         http(s)://); when empty, the newest finished preprocess run with the same split ratios,
-         and if there is none, the pipeline's chain runs download + preprocess first (as runs of their own).
+         http(s)://); when empty, the newest finished preprocess run with the same split ratios and
+         `level` (words | lines), and if there is none, the pipeline's chain runs download + preprocess
+         first (as runs of their own). The model reads what its dataset holds: the level and canvas
+         are the dataset's (tag hwr.level, and the logged model's metadata).
 Outputs: the pyfunc model `handwriting_recognition_model` (bytes in, text and confidence out; see
          steps/inference; the confidence is calibrated on the validation split),
          loss/CER plots, a grid of validation predictions; per-epoch loss, val_loss, val_cer,
@@ -10,6 +12,7 @@ Outputs: the pyfunc model `handwriting_recognition_model` (bytes in, text and co
          and a rerun with the same data and parameters resumes a killed run from its last epoch.
 
     mlflow run . -e train --env-manager local -P batch_size=32 -P epochs=50 -P train_ratio=0.75 -P val_ratio=0.15
+    mlflow run . -e train --env-manager local -P level=lines
 """
 
 from __future__ import annotations
@@ -29,20 +32,21 @@ from steps.workflow import artifacts, chain, cli, config, runs
 D = config.defaults("train")
 
 
-def resolve_data(data_uri: str, train_ratio: float, val_ratio: float) -> str:
-    """`data` if given; else the newest preprocess run with these ratios; else the chain runs download + preprocess."""
+def resolve_data(data_uri: str, train_ratio: float, val_ratio: float, level: str) -> str:
+    """`data` if given; else the newest preprocess run with these ratios and level; else the chain runs download +
+    preprocess."""
     if data_uri:
         return data_uri
     ratios = {"train_ratio": train_ratio, "val_ratio": val_ratio}
-    run = runs.find_run("preprocess", ratios)
+    run = runs.find_run("preprocess", {**ratios, "level": level})
     if run is None:
         runs.log(
-            f"no finished preprocess run with train_ratio={train_ratio} val_ratio={val_ratio}: "
+            f"no finished preprocess run with train_ratio={train_ratio} val_ratio={val_ratio} level={level}: "
             "running download and preprocess first"
         )
         ids = chain.run_steps(
             ("download", "preprocess"),
-            {"preprocess": {k: str(v) for k, v in ratios.items()}},
+            {"download": {"level": level}, "preprocess": {**{k: str(v) for k, v in ratios.items()}, "level": level}},
             runs.current_experiment_id(),
             env_manager="local",
         )
@@ -81,6 +85,13 @@ def calibrate(model, info: DatasetInfo):
     help="used only to find or make a dataset when --data is ''",
 )
 @click.option("--val-ratio", type=float, default=D["val_ratio"], show_default=True)
+@click.option(
+    "--level",
+    type=click.Choice(sorted(config.LEVELS)),
+    default=D["level"],
+    show_default=True,
+    help="used only to find or make a dataset when --data is ''",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=D["batch_size"], show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=D["epochs"], show_default=True)
 @click.option("--learning-rate", type=click.FloatRange(0, min_open=True), default=D["learning_rate"], show_default=True)
@@ -130,6 +141,7 @@ def main(
     data: str,
     train_ratio: float,
     val_ratio: float,
+    level: str,
     conv_filters: str,
     width_pools: int,
     column_pool: bool,
@@ -152,6 +164,7 @@ def main(
             "data": data,
             "train_ratio": train_ratio,
             "val_ratio": val_ratio,
+            "level": level,
             **params,
             **logged,
             **model_params,
@@ -163,10 +176,11 @@ def main(
         from steps.training.report import training_plots
 
         cfg = fit.TrainConfig(model=model, **params)
-        data_uri = resolve_data(data, train_ratio, val_ratio)
+        data_uri = resolve_data(data, train_ratio, val_ratio, level)
         data_dir = artifacts.readable_dir(data_uri)
         mlflow.set_tag("hwr.data", data_uri)
         info = DatasetInfo.load(data_dir)
+        mlflow.set_tag("hwr.level", info.level)  # the data's level, whatever -P level said
         if info.samples["train"] == 0:
             raise DatasetError(f"{data_uri} has no training samples")
         # The figures the seed logged, plus what a reader needs to reproduce the run.
@@ -203,7 +217,9 @@ def main(
             export.save(fitted.model, info.charset, calibration, info.image_height, info.image_width, tmp / "export")
             for png in sorted(tmp.glob("*.png")):
                 mlflow.log_artifact(str(png))
-            model_info = export.log_model(tmp / "export", export.example_png(examples[0]), config.MODEL_ARTIFACT)
+            model_info = export.log_model(
+                tmp / "export", export.example_png(examples[0]), config.MODEL_ARTIFACT, export.metadata(info)
+            )
         shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
         runs.log(
             f"best val CER {min(history['val_cer']):.4f}; model {model_info.model_uri} "

@@ -114,7 +114,7 @@ def build(root: Path) -> dict:
     build_dataset(
         root / "raw",
         root / "ds",
-        PreprocessConfig("writer", 0.75, 0.15, SEED, 32, 128, 24, False, 1000, 1),
+        PreprocessConfig("words", "writer", 0.75, 0.15, SEED, 32, 128, 24, False, 1000, 1),
         progress=False,
     )
     # A small network: the tests need a real exported model, not a good one.

@@ -26,17 +26,22 @@ class RawDataError(DatasetError):
 
 def build(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = True) -> dict:
     """Build the complete dataset directory `out_dir` from `raw_dir`; returns the stats written to stats.json."""
-    words_txt, archive = raw_dir / config.WORDS_TXT, raw_dir / config.WORDS_ARCHIVE
+    level = config.LEVELS[cfg.level]
+    words_txt, archive = raw_dir / level.text_file, raw_dir / level.archive
     for f in (words_txt, archive):
         if not f.is_file():
-            raise RawDataError(f"{f.name} not found in {raw_dir}: raw_data must be a download run's raw/ folder")
-    words, malformed = iam_format.parse_words(words_txt.read_text(encoding="utf-8", errors="replace").splitlines())
+            raise RawDataError(
+                f"{f.name} not found in {raw_dir}: raw_data must be the raw/ folder of a download run "
+                f"with -P level={cfg.level}"
+            )
+    parse = iam_format.PARSERS[cfg.level]
+    words, malformed = parse(words_txt.read_text(encoding="utf-8", errors="replace").splitlines())
     if not words:
-        raise RawDataError(f"{words_txt} holds no valid word lines ({len(malformed)} malformed)")
+        raise RawDataError(f"{words_txt} holds no valid {cfg.level[:-1]} entries ({len(malformed)} malformed)")
     forms_txt = raw_dir / config.FORMS_TXT
     writers = iam_format.parse_forms(forms_txt.read_text().splitlines()) if forms_txt.is_file() else {}
     print(
-        f"{len(words)} words, {len(malformed)} malformed lines"
+        f"{len(words)} {cfg.level}, {len(malformed)} malformed lines"
         + "".join(f"\n  line {n}: {line[:80]!r}" for n, line in malformed[:5]),
         file=sys.stderr,
         flush=True,
@@ -60,6 +65,7 @@ def build(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = 
     for name, items in result.previews.items():
         plots.image_grid([(c, t) for t, c in items], out_dir / f"samples_{name}.png", f"{name}: preprocessed samples")
     stats = {
+        "level": cfg.level,
         "image_height": cfg.image_height,
         "image_width": cfg.image_width,
         "max_label_length": cfg.max_label_length,

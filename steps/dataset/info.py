@@ -31,6 +31,7 @@ class DatasetInfo:
     digest: str  # content digest of shards + charset: equal digests, same data
     split_method: str
     charset: Charset
+    level: str = "words"  # datasets made before lines existed are word datasets
 
     @property
     def charset_size(self) -> int:
@@ -54,6 +55,7 @@ class DatasetInfo:
                 str(stats.get("digest", "")),
                 str(stats.get("split_method", "")),
                 charset,
+                str(stats.get("level", "words")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{config.STATS_FILE} of {data_dir} is incomplete ({e}): preprocess it again") from None

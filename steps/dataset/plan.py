@@ -1,4 +1,4 @@
-"""Planning a dataset from the word list alone: filters, writer-independent split, charset, shard assignment.
+"""Planning a dataset from the word (or line) list alone: filters, writer-independent split, charset, shard assignment.
 
 Every decision is made and counted before a single image is decoded.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from steps.dataset import splits
-from steps.dataset.iam_format import Word
+from steps.dataset.iam_format import Line, Word
 from steps.dataset.info import DatasetError
 from steps.inference.charset import Charset
 from steps.workflow import config
@@ -22,11 +22,12 @@ from steps.workflow import config
 class PreprocessConfig:
     """What a preprocess run computes; no defaults here (they are preprocess's MLproject parameters)."""
 
+    level: str  # words | lines (config.LEVELS)
     split: str  # writer | random
     train_ratio: float
     val_ratio: float
     seed: int
-    image_height: int
+    image_height: int  # the level's canvas (from its config.LEVELS canvas_params)
     image_width: int
     max_label_length: int
     keep_err: bool  # keep words.txt lines flagged err
@@ -35,15 +36,23 @@ class PreprocessConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, object]) -> "PreprocessConfig":
-        """From preprocess's parameters as MLproject and `mlflow run` spell them (every one needed)."""
+        """From preprocess's parameters as MLproject and `mlflow run` spell them (every one needed).
+
+        The canvas and label length are read from the parameters the level names in config.LEVELS.
+        """
+        level = str(params["level"])
+        if level not in config.LEVELS:
+            raise DatasetError(f"level must be one of {sorted(config.LEVELS)}, got {level!r}")
+        height, width, length = config.LEVELS[level].canvas_params
         return cls(
+            level=level,
             split=str(params["split"]),
             train_ratio=float(params["train_ratio"]),
             val_ratio=float(params["val_ratio"]),
             seed=int(params["seed"]),
-            image_height=int(params["image_height"]),
-            image_width=int(params["image_width"]),
-            max_label_length=int(params["max_label_length"]),
+            image_height=int(params[height]),
+            image_width=int(params[width]),
+            max_label_length=int(params[length]),
             keep_err=str(params["keep_err"]).strip().lower() in ("true", "1", "yes"),
             shard_size=int(params["shard_size"]),
             workers=int(params["workers"]),
@@ -60,9 +69,9 @@ class Sample:
 
 
 def plan(
-    words: list[Word], writers: dict[str, str], cfg: PreprocessConfig
+    words: list[Word] | list[Line], writers: dict[str, str], cfg: PreprocessConfig
 ) -> tuple[list[Sample], Charset, Counter, dict[str, int]]:
-    """Decide which words go where -> (samples, charset, dropped counts by reason, shards per split).
+    """Decide which words (or lines) go where -> (samples, charset, dropped counts by reason, shards per split).
 
     The charset is that of the training split; val/test words with characters outside it are
     dropped (a model can never emit them, and their loss cannot be computed) and counted.

@@ -24,10 +24,24 @@ def _show_canvas(ax, canvas: np.ndarray, caption: str) -> None:
     ax.set_title(caption, fontsize=9)
 
 
+WIDE = 8.0  # canvases wider than this many heights (lines) get one column of their own, drawn large
+
+
+def _layout(items: Sequence[tuple[np.ndarray, str]], columns: int) -> tuple[int, float, float]:
+    """(columns, cell width, cell height) in inches: word canvases in a grid, line canvases one per row."""
+    shape = items[0][0].shape if items else (1, 1)
+    aspect = shape[1] / shape[0]
+    if aspect <= WIDE:
+        return columns, 3.0, 1.1
+    width = 12.0
+    return 1, width, width / aspect + 0.35  # the caption above each line
+
+
 def image_grid(items: Sequence[tuple[np.ndarray, str]], path: Path, title: str, columns: int = 4) -> Path:
-    """Save canvases (uint8 [H, W, 1], ink high) with captions as one PNG grid."""
+    """Save canvases (uint8 [H, W, 1], ink high) with captions as one PNG grid (lines: one per row)."""
+    columns, cell_w, cell_h = _layout(items, columns)
     rows = max(1, -(-len(items) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 3, rows * 1.1 + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * cell_w, rows * cell_h + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (canvas, caption) in zip(axes.flat, items):
@@ -38,12 +52,15 @@ def image_grid(items: Sequence[tuple[np.ndarray, str]], path: Path, title: str, 
 
 def image_rows(groups: dict[str, Sequence[tuple[np.ndarray, str]]], path: Path, title: str, columns: int = 4) -> Path:
     """Save named groups of captioned canvases, each group starting on a new row under its own label."""
+    columns, cell_w, cell_h = _layout([i for items in groups.values() for i in items], columns)
     layout = [
         (name, list(items[i : i + columns]))
         for name, items in groups.items()
         for i in range(0, max(len(items), 1), columns)
     ]
-    fig, axes = plt.subplots(len(layout), columns, figsize=(columns * 3, len(layout) * 1.2 + 0.6), squeeze=False)
+    fig, axes = plt.subplots(
+        len(layout), columns, figsize=(columns * cell_w, len(layout) * (cell_h + 0.1) + 0.6), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     previous = None

@@ -49,6 +49,8 @@ def describe(model_uri: str, model) -> dict:
         "run_id": None,
         "model_id": None,
         "charset_size": len(model.charset.characters),
+        "level": None,  # words | lines: what the model reads (its logged metadata; models before lines: words)
+        "canvas": None,  # [height, width] every image is resized into
     }
     registered = re.match(r"^models:/([^/@]+)(?:@([^/]+)|/([^/]+))/?$", model_uri)
     if registered and not registered.group(1).startswith("m-"):
@@ -72,6 +74,9 @@ def describe(model_uri: str, model) -> dict:
         meta = mlflow.models.get_model_info(model_uri)
         info["run_id"] = info["run_id"] or meta.run_id
         info["model_id"] = info["model_id"] or meta.model_uuid
+        about = meta.metadata or {}
+        info["level"] = about.get("level", "words")
+        info["canvas"] = [about["image_height"], about["image_width"]] if "image_width" in about else None
     except Exception as e:
         log.warning("cannot read the model metadata of %s: %s", model_uri, e)
     return info

@@ -498,6 +498,11 @@ def _warp(
 
 def _ink_mask(job: Job, rng: np.random.Generator) -> Image.Image:
     """The word drawn as an ink-coverage mask (0 = paper, 255 = ink) in the writer's hand, uncropped."""
+    return ink_mask(job, rng)[0]
+
+
+def ink_mask(job: Job, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    """`_ink_mask` and the row of its baseline (where line rendering aligns words; the warp keeps it near)."""
     w = job.writer
     path = str(FONTS_DIR / w.font)
     body_ratio, stroke_ratio = _font_metrics(path)
@@ -547,7 +552,7 @@ def _ink_mask(job: Job, rng: np.random.Generator) -> Image.Image:
     blur = w.blur * rng.uniform(0.7, 1.3)
     if blur > 0.2:
         canvas = canvas.filter(ImageFilter.GaussianBlur(blur))
-    return canvas
+    return canvas, baseline
 
 
 def _crop(mask: np.ndarray, err: bool, rng: np.random.Generator) -> np.ndarray:
@@ -581,6 +586,14 @@ def render(job: Job) -> tuple[bytes, int, int]:
     rng = _rng(job.seed, _IMAGE_SALT, job.index)
     w = job.writer
     mask = _crop(np.asarray(_ink_mask(job, rng)), job.err, rng).astype(np.float32) / 255.0
+    return scan(mask, w, job.kind, rng)
+
+
+def scan(mask: np.ndarray, w: Writer, kind: str, rng: np.random.Generator) -> tuple[bytes, int, int]:
+    """An ink mask (float, 1 = ink) as the writer's paper, ink, noise and scanner make it -> (file bytes, width, height).
+
+    `kind` "empty" gives 0 bytes and "corrupt" a truncated PNG, as IAM's unreadable images.
+    """
     height, width = mask.shape
     paper = w.paper + rng.normal(0, 3)
     ink = float(np.clip(w.ink + rng.normal(0, 6), 0, paper - 100))  # keep contrast: legibility first
@@ -596,9 +609,9 @@ def render(job: Job) -> tuple[bytes, int, int]:
     buffer = io.BytesIO()
     img.save(buffer, format="PNG")
     data = buffer.getvalue()
-    if job.kind == "empty":
+    if kind == "empty":
         data = b""
-    elif job.kind == "corrupt":
+    elif kind == "corrupt":
         data = data[: max(len(data) // 2, 60)]  # signature and header intact, pixel data cut off
     return data, width, height
 
@@ -663,6 +676,19 @@ def _write_archive(
     return lines
 
 
+def forms_text(forms: Sequence[str], writers: Sequence[Writer]) -> str:
+    """forms.txt in IAM's format (form id, writer id, ...), where the writer id is the hand.
+
+    The hand is the font family: writers sharing a family (and a family's weights and italics) are one
+    writer for the split, so no font is ever in two splits.
+    """
+    hands = sorted({font_family(w.font) for w in writers})
+    hand_of_group = {w.group: hands.index(font_family(w.font)) for w in writers}
+    return "# form-id writer-id (synthetic: the writer id is the hand, i.e. the font family)\n" + "".join(
+        f"{f} {hand_of_group[f[:3]]:03d} 1 prt 1 1 1 1\n" for f in forms
+    )
+
+
 def _workers(num_words: int) -> int:
     if num_words < PARALLEL_MIN_WORDS:
         return 1
@@ -697,15 +723,7 @@ def generate(out_dir: Path, num_words: int, num_writers: int, seed: int, progres
         # forms.txt in IAM's format (form id, writer id, ...) so preprocess keeps every writer in one
         # split, exactly as it does for official IAM, whose ascii.tgz carries the same file.
         forms = sorted({p.id.rsplit("-", 2)[0] for p in planned})
-        # The writer id is the hand: the font family. Writers sharing a family (and a family's weights and
-        # italics) are one writer for the split, so no font is ever in two splits.
-        hands = sorted({font_family(w.font) for w in writers})
-        hand_of_group = {w.group: hands.index(font_family(w.font)) for w in writers}
-        forms_tmp.write_text(
-            "# form-id writer-id (synthetic: the writer id is the hand, i.e. the font family)\n"
-            + "".join(f"{f} {hand_of_group[f[:3]]:03d} 1 prt 1 1 1 1\n" for f in forms),
-            encoding="utf-8",
-        )
+        forms_tmp.write_text(forms_text(forms, writers), encoding="utf-8")
         os.replace(forms_tmp, out_dir / config.FORMS_TXT)
         os.replace(txt_tmp, out_dir / config.WORDS_TXT)
         os.replace(tgz_tmp, out_dir / config.WORDS_ARCHIVE)

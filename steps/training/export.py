@@ -110,7 +110,12 @@ def example_png(canvas: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def log_model(artifacts_dir: Path, example: bytes, name: str) -> mlflow.models.model.ModelInfo:
+def metadata(info) -> dict:
+    """What the logged model says about what it reads (serve's /version and register read it): level and canvas."""
+    return {"level": info.level, "image_height": info.image_height, "image_width": info.image_width}
+
+
+def log_model(artifacts_dir: Path, example: bytes, name: str, meta: dict) -> mlflow.models.model.ModelInfo:
     """Log the exported model as a pyfunc model of the active run, with signature, input example and its code."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
@@ -131,4 +136,5 @@ def log_model(artifacts_dir: Path, example: bytes, name: str) -> mlflow.models.m
             signature=signature,
             input_example=pd.DataFrame({"image": [example]}),
             pip_requirements=runtime_requirements(),
+            metadata=meta,
         )

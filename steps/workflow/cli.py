@@ -39,6 +39,19 @@ def model_uri_option(default: str) -> Callable:
     )
 
 
+def level_option(default: str) -> Callable:
+    """The --level option of serve and infer: which level's champion an empty --model-uri means."""
+    from steps.workflow import config
+
+    return click.option(
+        "--level",
+        type=click.Choice(sorted(config.LEVELS)),
+        default=default,
+        show_default=True,
+        help=f"with --model-uri '': words = {config.champion_uri('words')}, lines = {config.champion_uri('lines')}",
+    )
+
+
 def ints(text: str) -> tuple[int, ...]:
     """A comma-separated list of positive integers (conv_filters=32,64), as a click value."""
     from steps.training.model import parse_ints

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -28,6 +29,10 @@ PREDICTIONS_FILE = "predictions.parquet"
 WORDS_TXT = "words.txt"
 WORDS_ARCHIVE = "words.tgz"
 FORMS_TXT = "forms.txt"  # optional: form id -> writer id (official IAM ascii.tgz, synthetic)
+# Lines: IAM's lines.txt (`a01-000u-00 ok 154 19 408 746 1661 89 A|MOVE|to|stop`) and lines.tgz with members
+# like lines/a01/a01-000u/a01-000u-00.png, beside the same forms.txt.
+LINES_TXT = "lines.txt"
+LINES_ARCHIVE = "lines.tgz"
 
 # Files inside dataset/.
 CHARSET_FILE = "charset.json"
@@ -39,6 +44,22 @@ SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 # Tags that the pipeline's run cache and lineage rely on.
 TAG_CODE_DIGEST = "hwr.code_digest"
 TAG_STEP = "hwr.step"
+
+
+@dataclass(frozen=True)
+class Level:
+    """What a level of text (words, lines) changes, as data: its raw files, its canvas parameters, its model name."""
+
+    text_file: str  # the transcription list in raw/
+    archive: str  # the image archive in raw/
+    canvas_params: tuple[str, str, str]  # preprocess's parameters holding its canvas height, width, max label length
+    model_suffix: str  # appended to register's model_name, so word and line models never share a registered model
+
+
+LEVELS = {
+    "words": Level(WORDS_TXT, WORDS_ARCHIVE, ("image_height", "image_width", "max_label_length"), ""),
+    "lines": Level(LINES_TXT, LINES_ARCHIVE, ("line_height", "line_width", "max_line_length"), "-lines"),
+}
 
 # Default IAM sources.
 IAM_MIRROR_URL = "https://github.com/sayakpaul/Handwriting-Recognizer-in-Keras/releases/download/v1.0.0/IAM_Words.zip"
@@ -65,6 +86,16 @@ def parameters(entry_point: str) -> list[str]:
 REGISTERED_MODEL = str(defaults("register")["model_name"])
 CHAMPION_ALIAS = str(defaults("register")["alias"])
 CHAMPION_URI = f"models:/{REGISTERED_MODEL}@{CHAMPION_ALIAS}"
+
+
+def registered_name(model_name: str, level: str) -> str:
+    """The registered model a level's models go to: `HandwritingRecognitionModel`, `...-lines`."""
+    return model_name + LEVELS[level].model_suffix
+
+
+def champion_uri(level: str) -> str:
+    """What serve and infer load by default for a level: the champion of that level's registered model."""
+    return f"models:/{registered_name(REGISTERED_MODEL, level)}@{CHAMPION_ALIAS}"
 
 
 def cache_dir() -> Path:

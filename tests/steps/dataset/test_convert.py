@@ -33,6 +33,7 @@ ALPHABET = "acdehilmnorstw"  # every writer writes it once, so train covers it
 VOCABULARY = ["the", "cat", "in", "hat", "red", "wind", "more", "list", "comet", "dream"]
 N_WRITERS = 12
 PARAMS = dict(
+    level="words",
     split="writer",
     train_ratio=0.6,
     val_ratio=0.2,
@@ -304,7 +305,7 @@ def test_build_with_no_valid_word_lines_says_so(tmp_path):
     (tmp_path / config.WORDS_TXT).write_text("# comment\nbroken line\n")
     with tarfile.open(tmp_path / config.WORDS_ARCHIVE, "w:gz"):
         pass
-    with pytest.raises(RawDataError, match="no valid word lines"):
+    with pytest.raises(RawDataError, match="no valid word entries"):
         build(tmp_path, tmp_path, cfg(0, 1), progress=False)
 
 

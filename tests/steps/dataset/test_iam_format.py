@@ -8,6 +8,7 @@ import tarfile
 import pytest
 
 from steps.dataset import iam_format as iam
+from steps.workflow import config
 
 WORDS_TXT = """\
 #--- words.txt ---------------------------------------------------------------#
@@ -159,3 +160,52 @@ def test_iter_images_on_a_truncated_archive_raises_instead_of_ending_quietly(tmp
     archive.write_bytes(data[: len(data) // 2])
     with pytest.raises(tarfile.ReadError):
         list(iam.iter_images(archive))
+
+
+LINES_TXT = """\
+#--- lines.txt ---------------------------------------------------------------#
+#
+# format: a01-000u-00 ok 154 19 408 746 1661 89 A|MOVE|to|stop|Mr.|Gaitskell|from
+#
+a01-000u-00 ok 154 19 408 746 1661 89 A|MOVE|to|stop|Mr.|Gaitskell|from
+a01-000u-01 err 156 19 395 932 1850 105 nominating|any|more|Labour|life|Peers
+
+a01-000u-02 ok 157 16 408 1106 1782 93 is|to|be|made|at|a|meeting|of|Labour|M|Ps|tomorrow|.
+a01-000u-03 ok 156 x 395 1290 1850 105 bad|count
+a01-000u-04 ok 156 19 395 1290 1850
+a01-000u-00-00 ok 154 408 768 27 51 AT A
+a01-000u-05 maybe 156 19 395 1290 1850 105 bad|flag
+a01-000u-06 ok 156 3 395 1290 1850 105 "|Are|you
+"""
+
+
+def test_parse_lines_fields_words_and_err_lines():
+    lines, malformed = iam.parse_lines(LINES_TXT.splitlines())
+    assert [line.id for line in lines] == ["a01-000u-00", "a01-000u-01", "a01-000u-02", "a01-000u-06"]
+    first = lines[0]
+    assert (first.ok, first.grey, first.components, first.bbox) == (True, 154, 19, (408, 746, 1661, 89))
+    assert first.text == "A MOVE to stop Mr. Gaitskell from"
+    assert first.form == "a01-000u"
+    # err lines are parsed and flagged (preprocess drops them unless keep_err), not lost
+    assert lines[1].ok is False and lines[1].text == "nominating any more Labour life Peers"
+    # IAM's tokens stay words of their own: the full stop is a word
+    assert lines[2].text.endswith("M Ps tomorrow .")
+    assert lines[3].text == '" Are you'
+
+
+def test_parse_lines_counts_malformed_lines_with_their_numbers():
+    _, malformed = iam.parse_lines(LINES_TXT.splitlines())
+    # a non-integer count, too few fields, a word id (3 dashes) and an unknown flag, by file line number
+    assert [n for n, _ in malformed] == [9, 10, 11, 12]
+    assert malformed[2][1].startswith("a01-000u-00-00 ")
+
+
+def test_level_parsers_read_their_own_files_only():
+    # in a lines.txt only the planted word line reads as a word, and no words.txt line reads as a line
+    assert [w.id for w in iam.parse_words(LINES_TXT.splitlines())[0]] == ["a01-000u-00-00"]
+    assert iam.parse_lines(WORDS_TXT.splitlines())[0] == []
+    assert set(iam.PARSERS) == set(config.LEVELS)
+
+
+def test_member_id_of_a_line_image():
+    assert iam.member_id("lines/a01/a01-000u/a01-000u-00.png") == "a01-000u-00"

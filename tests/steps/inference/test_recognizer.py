@@ -58,7 +58,7 @@ def logged(tmp_path_factory, _empty_mlflow_db):
         experiment_id = mlflow.create_experiment("exported", artifact_location=(root / "artifacts").as_uri())
         export_dir = export.save(run.net, run.chars, Calibration.identity(), H, W, root / "export")
         with mlflow.start_run(experiment_id=experiment_id):
-            info = export.log_model(export_dir, run.pngs[0], config.MODEL_ARTIFACT)
+            info = export.log_model(export_dir, run.pngs[0], config.MODEL_ARTIFACT, {"level": "words"})
         yield Logged(run, info.model_uri, mlflow.pyfunc.load_model(info.model_uri), root)
         mlflow.set_tracking_uri(None)
 
