@@ -169,17 +169,15 @@ def to_model_inputs(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.map(adapt, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
 
 
-def for_training_split(
-    data_dir: str, raw_dir: str, words_dir: str, batch_size: int, cache: bool
-) -> tuple[KerasExamplePipeline, tf.data.Dataset, int]:
-    """The example's pipeline over the PNG files of exactly our training split (the images our shards hold,
-    per the dataset's manifest) -> (pipeline, dataset, number of images)."""
+def split_samples(data_dir: str, raw_dir: str, words_dir: str, split: str) -> tuple[list[str], list[str], list[str]]:
+    """(ids, PNG paths, cleaned labels) of exactly the images of one split of our dataset (per its manifest),
+    read as the example reads words.txt."""
     import pyarrow.parquet as pq
 
     from steps.workflow import config
 
     table = pq.read_table(f"{data_dir}/{config.MANIFEST_FILE}").to_pydict()
-    wanted = {i for i, s in zip(table["id"], table["split"]) if s == "train"}
+    wanted = {i for i, s in zip(table["id"], table["split"]) if s == split}
     lines = [
         line
         for line in Path(raw_dir, config.WORDS_TXT).read_text(encoding="utf-8").splitlines(keepends=True)
@@ -189,6 +187,14 @@ def for_training_split(
     # kept for faithfulness.
     lines = [line for line in lines if line.split(" ")[1] != "err"]
     paths, samples = get_image_paths_and_labels(lines, words_dir)
-    labels = clean_labels(samples)
+    return [line.split(" ", 1)[0] for line in samples], paths, clean_labels(samples)
+
+
+def for_training_split(
+    data_dir: str, raw_dir: str, words_dir: str, batch_size: int, cache: bool
+) -> tuple[KerasExamplePipeline, tf.data.Dataset, int]:
+    """The example's pipeline over the PNG files of exactly our training split (the images our shards hold,
+    per the dataset's manifest) -> (pipeline, dataset, number of images)."""
+    _, paths, labels = split_samples(data_dir, raw_dir, words_dir, "train")
     pipe = KerasExamplePipeline(labels, batch_size=batch_size)
     return pipe, pipe.prepare_dataset(paths, labels, cache=cache), len(paths)

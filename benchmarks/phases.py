@@ -5,7 +5,8 @@
 A fresh process per phase keeps TensorFlow's thread pools, caches and memory of one measurement out
 of the next, and lets the harness sample each phase's RSS and CPU from outside. Every phase writes its
 figures as JSON to <result.json>. This module holds the data phases (generate, preprocess,
-convert_profile, input); the training phases are in train_phases.py. Everything measured is the
+convert_profile, input); the training phases are in train_phases.py, the quality comparison with the
+Keras IAM example in versus_keras.py. Everything measured is the
 library's own code (steps.sources, steps.dataset, steps.training), configured with MLproject's defaults.
 """
 
@@ -24,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from train_phases import phase_train, phase_train_compare  # noqa: E402
+from versus_keras import phase_quality_vs_keras  # noqa: E402
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -216,6 +218,7 @@ PHASES = {
     "input": phase_input,
     "train": phase_train,
     "train_compare": phase_train_compare,
+    "quality_vs_keras": phase_quality_vs_keras,
 }
 
 if __name__ == "__main__":
