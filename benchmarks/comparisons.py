@@ -38,7 +38,7 @@ def row(
 
 
 def comparisons(res: dict, mode: dict, cores: int) -> list[dict]:
-    """The rows of every phase that ran, in the order preprocess, input, train, serve."""
+    """The rows of every phase that ran, in the order preprocess, input, train, serve, quality."""
     rows: list[dict] = []
     if "preprocess" in res:
         rows += _preprocess_rows(res["preprocess"], cores)
@@ -48,6 +48,8 @@ def comparisons(res: dict, mode: dict, cores: int) -> list[dict]:
         rows += _train_rows(res["train"])
     if "serve" in res:
         rows += _serve_rows(res["serve"], mode["requests"])
+    if "quality" in res:
+        rows += _quality_rows(res["quality"])
     return rows
 
 
@@ -302,3 +304,25 @@ def _serve_rows(s: dict, requests: int) -> list[dict]:
         )
     )
     return rows
+
+
+def _quality_rows(q: dict) -> list[dict]:
+    o, k = q["ours"], q["keras_example"]
+    return [
+        row(
+            f"quality: test CER (greedy) on held-out {'fonts' if q['split_method'] == 'writer' else 'words'}, "
+            "vs the Keras IAM example, same words and wall-clock",
+            "CER",
+            o["test_cer"],
+            k["test_cer"],
+            "lower",
+            "",
+            None,
+            q["_measure"],
+            f"{q['test_samples']} test words; {o['train_seconds']:.0f}s each: ours {o['epochs']} epochs "
+            f"({o['stopped']}), theirs {k['epochs']} ({k['stopped']}, {k['train_seconds']:.0f}s); CPU s "
+            f"{o['train_cpu_seconds']:.0f} vs {k['train_cpu_seconds']:.0f}; WER {o['test_wer']:.2f} vs "
+            f"{k['test_wer']:.2f}",
+            "Keras IAM example",
+        )
+    ]

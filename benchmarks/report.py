@@ -15,6 +15,8 @@ def fmt(v, unit: str = "") -> str:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "NO"
+    if unit == "CER":
+        return f"{v:.3f}"
     if unit in ("ms", "ms/step") or abs(v) < 10:
         return f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
     return f"{v:,.0f}"

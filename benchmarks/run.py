@@ -1,7 +1,8 @@
 """Side-by-side benchmarks of the pipeline against the usual baselines, on the same data and machine.
 
-    python benchmarks/run.py --quick      # 1500 synthetic words, 3 x 60 requests per level: ~3 minutes
-    python benchmarks/run.py              # 6000 words, 3 x 200 requests per level, profiles: ~10-20 minutes
+    python benchmarks/run.py --quick      # 1500 synthetic words, 3 x 60 requests per level: ~5 minutes
+    python benchmarks/run.py              # 6000 words, 3 x 200 requests per level, profiles: ~20-30 minutes
+    python benchmarks/run.py --quick --phases quality   # only the CER comparison with the Keras example
 
 Measures, in one run, and prints a table (comparison, ours, baseline, ratio, target, met?) and
 writes benchmarks/results.json with both figures and their ratio for every comparison:
@@ -16,7 +17,10 @@ writes benchmarks/results.json with both figures and their ratio for every compa
 4. serving: p50/p95 latency and images/s at concurrency 1, 8, 32 of `python -m steps.serve` vs
    `mlflow models serve` (same registered model, models:/HandwritingRecognitionModel/1), and the
    server CPU each image costs;
-5. peak RSS of both servers and of training.
+5. peak RSS of both servers and of training;
+6. quality: test CER on the held-out fonts of ours (the train step's fit, MLproject's defaults, 6 epochs quick,
+   20 full) vs the Keras IAM example's model, pipeline and set-up (keras_model.py, keras_baseline.py) trained on
+   the same words for the same wall-clock seconds, both decoded greedily and scored alike (versus_keras.py).
 
 Everything it makes lives in benchmarks/work/ (gitignored): per data size (data-1500, data-6000)
 the synthetic words (steps.sources.synthetic, reused across runs), their PNG files and the TFRecord
@@ -63,6 +67,7 @@ MODES = {
         requests=60,
         serve_repeats=3,
         train_epochs=2,
+        quality_epochs=6,
         compare_rounds=1,
         preprocess_repeats=1,
         warm_seconds=2.0,
@@ -76,6 +81,7 @@ MODES = {
         requests=200,
         serve_repeats=3,
         train_epochs=3,
+        quality_epochs=20,
         compare_rounds=2,
         preprocess_repeats=2,
         warm_seconds=5.0,
@@ -143,8 +149,8 @@ def main() -> int:
     p.add_argument("--output", type=Path, default=HERE / "results.json")
     p.add_argument(
         "--phases",
-        default="preprocess,input,train,serve",
-        help="comma-separated subset of preprocess,input,train,serve (serve needs train)",
+        default="preprocess,input,train,serve,quality",
+        help="comma-separated subset of preprocess,input,train,serve,quality (serve needs train)",
     )
     p.add_argument("--requests", type=int, help="requests per concurrency level (default 60 quick, 200 full)")
     p.add_argument(
@@ -227,6 +233,13 @@ def main() -> int:
     if "serve" in phases:
         res["serve"] = servers.serving(
             runner, root, MODEL_URI, mode["requests"], mode["serve_repeats"], tracking_uri, a.mlflow_workers
+        )
+
+    if "quality" in phases:
+        res["quality"] = runner.phase(
+            "quality_vs_keras",
+            "quality_vs_keras",
+            {"data_dir": str(data_dir), "raw_dir": str(raw), "words_dir": str(words), "epochs": mode["quality_epochs"]},
         )
 
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])

@@ -13,11 +13,18 @@ Test CER of ours vs the Keras IAM example, trained on the same words for the sam
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
 
 MAX_EPOCHS = 10_000  # theirs: the time budget or early stopping ends training, never the epoch count
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds this process has used: on a shared machine, what each side's wall-clock budget bought."""
+    t = os.times()
+    return t.user + t.system
 
 
 def phase_quality_vs_keras(args: dict) -> dict:
@@ -61,9 +68,9 @@ def _ours(args: dict, info) -> dict:
 
     cfg = TrainConfig.from_params({**config.defaults("train"), "epochs": args["epochs"]})
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as work:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
         fitted = fit(args["data_dir"], Path(work), cfg)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     characters = tf.constant(list(info.charset.characters))
     predictions = {}
     for batch in reader.records(info, "test").batch(64):
@@ -71,6 +78,8 @@ def _ours(args: dict, info) -> dict:
         predictions.update(zip((i.decode() for i in batch["id"].numpy()), (t.decode() for t in texts.numpy())))
     return {
         "train_seconds": seconds,
+        "train_cpu_seconds": cpu,
+        "load_1min_after": os.getloadavg()[0],
         "epochs": len(fitted.history["val_cer"]),
         "stopped": fitted.stopped,
         "best_val_cer": min(fitted.history["val_cer"]),
@@ -87,7 +96,7 @@ def _theirs(args: dict, budget_seconds: float) -> dict:
     import keras_model as km
     import tensorflow as tf
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     split = {s: kb.split_samples(args["data_dir"], args["raw_dir"], args["words_dir"], s) for s in ("train", "val")}
     _, train_paths, train_labels = split["train"]
     pipe = kb.KerasExamplePipeline(train_labels, batch_size=km.BATCH_SIZE)
@@ -99,7 +108,7 @@ def _theirs(args: dict, budget_seconds: float) -> dict:
     stopping = km.early_stopping()
     budget = km.TimeBudget(t0 + budget_seconds, stopping)
     history = model.fit(train_ds, validation_data=val_ds, epochs=MAX_EPOCHS, callbacks=[stopping, budget], verbose=2)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
 
     ids, test_paths, _ = kb.split_samples(args["data_dir"], args["raw_dir"], args["words_dir"], "test")
     images = tf.data.Dataset.from_tensor_slices(test_paths).map(pipe.preprocess_image).batch(km.BATCH_SIZE)
@@ -110,6 +119,8 @@ def _theirs(args: dict, budget_seconds: float) -> dict:
         texts += km.decode_batch_predictions(predict(batch, training=False).numpy(), vocabulary, pipe.max_len)
     return {
         "train_seconds": seconds,
+        "train_cpu_seconds": cpu,
+        "load_1min_after": os.getloadavg()[0],
         "budget_seconds": budget_seconds,
         "epochs": len(history.history["loss"]),  # the last one cut short when the budget ends it
         "stopped": "time budget"

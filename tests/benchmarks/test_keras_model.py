@@ -61,3 +61,15 @@ def test_greedy_decoding_collapses_repeats_drops_blanks_and_unknown_classes(pipe
     pred = np.full((1, 32, classes), 1e-4, "float32")
     pred[0, np.arange(32), long] = 1.0
     assert km.decode_batch_predictions(pred, vocabulary, pipe.max_len) == ["c" * pipe.max_len]
+
+
+def test_time_budget_stops_training_within_the_first_epoch(pipe, model):
+    import tensorflow as tf
+
+    images = np.random.default_rng(1).random((8, 128, 32, 1)).astype("float32")
+    labels = np.stack([pipe.vectorize_label(w).numpy() for w in WORDS + WORDS[:2]])
+    ds = tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}).batch(2)
+    stopping = km.early_stopping()
+    budget = km.TimeBudget(0.0, stopping)  # a deadline already passed: stop after the first batch
+    history = model.fit(ds, validation_data=ds, epochs=5, callbacks=[stopping, budget], verbose=0)
+    assert budget.stopped_by_budget and len(history.history["loss"]) == 1  # of 5 epochs of 4 batches
