@@ -29,7 +29,6 @@ def _cpu_seconds() -> float:
 
 def phase_quality_vs_keras(args: dict) -> dict:
     import keras
-    import tensorflow as tf
 
     from steps.dataset import reader
     from steps.dataset.info import DatasetInfo
@@ -40,7 +39,7 @@ def phase_quality_vs_keras(args: dict) -> dict:
         for r in reader.records(info, "test").map(lambda ex: {"id": ex["id"], "text": ex["text"]}).as_numpy_iterator()
     }
     ours = _ours(args, info)
-    tf.keras.backend.clear_session()
+    keras.backend.clear_session()
     keras.utils.set_random_seed(ours["seed"])
     theirs = _theirs(args, ours["train_seconds"])
     for result in (ours, theirs):
