@@ -42,10 +42,20 @@ def phase_quality_vs_keras(args: dict) -> dict:
     keras.backend.clear_session()
     keras.utils.set_random_seed(ours["seed"])
     theirs = _theirs(args, ours["train_seconds"])
-    for result in (ours, theirs):
-        predictions = result.pop("predictions")
-        result.update(_score(references, predictions))
-    return {"test_samples": len(references), "split_method": info.split_method, "ours": ours, "keras_example": theirs}
+    predictions = {"ours": ours.pop("predictions"), "keras_example": theirs.pop("predictions")}
+    ours.update(_score(references, predictions["ours"]))
+    theirs.update(_score(references, predictions["keras_example"]))
+    examples = [  # a few readings side by side, for a human look at what the figures mean
+        {"id": i, "truth": references[i], **{k: p.get(i, "") for k, p in predictions.items()}}
+        for i in sorted(references)[:10]
+    ]
+    return {
+        "test_samples": len(references),
+        "split_method": info.split_method,
+        "ours": ours,
+        "keras_example": theirs,
+        "examples": examples,
+    }
 
 
 def _score(references: dict[str, str], predictions: dict[str, str]) -> dict:
