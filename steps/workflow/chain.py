@@ -89,8 +89,13 @@ def run_steps(
     """Run (or reuse) `steps` in chain order as runs of the experiment; returns {step: run id}.
 
     Each step's chained inputs are the URIs of the runs before it. `on_step(step, run_id, reused, inputs)`
-    reports each one. A failing step raises StepFailed and nothing after it runs.
+    reports each one. A failing step raises StepFailed and nothing after it runs. Stale RUNNING runs of
+    `steps` (their process gone) are marked FAILED first.
     """
+    # A step killed with SIGKILL (or a lost machine) leaves its run RUNNING forever: end those first, so the
+    # tracking store tells the truth (none of them is FINISHED, so none would be reused anyway).
+    for run_id in runs.fail_stale_runs(experiment_id, steps):
+        runs.log(f"[pipeline] run {run_id} was RUNNING but its process is gone: marked FAILED")
     ids: dict[str, str] = {}
     for step in steps:
         inputs = {name: f"runs:/{ids[up]}/{artifact}" for name, (up, artifact) in CHAIN.get(step, {}).items()}

@@ -44,6 +44,8 @@ SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 # Tags that the pipeline's run cache and lineage rely on.
 TAG_CODE_DIGEST = "hwr.code_digest"
 TAG_STEP = "hwr.step"
+TAG_PID = "hwr.pid"  # the process that runs the step, and its host: a RUNNING run whose process is gone is stale
+TAG_HOST = "hwr.host"
 
 
 @dataclass(frozen=True)

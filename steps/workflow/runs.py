@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import mlflow
@@ -38,7 +40,14 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
     run = mlflow.start_run()
     run_id = run.info.run_id
     mlflow.set_tags(
-        {config.TAG_STEP: step, config.TAG_CODE_DIGEST: config.code_digest(), "mlflow.runName": f"{step}-{run_id[:8]}"}
+        {
+            config.TAG_STEP: step,
+            config.TAG_CODE_DIGEST: config.code_digest(),
+            "mlflow.runName": f"{step}-{run_id[:8]}",
+            # who runs it, so that `main` can tell a run whose process died (SIGKILL, power loss) from a live one
+            config.TAG_PID: str(os.getpid()),
+            config.TAG_HOST: socket.gethostname(),
+        }
     )
     logged = mlflow.get_run(run_id).data.params
     missing = {k: param_value(v) for k, v in params.items() if k not in logged}
@@ -67,6 +76,48 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
+
+
+def process_alive(pid: int) -> bool:
+    """Is `pid` a live Python (or mlflow) process on this host? A reused pid of another program is not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's: not one of ours, but do not touch what we cannot see
+        return True
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # no /proc (macOS): the pid exists, take it as alive
+        return True
+    # a zombie (ended, not yet reaped) has an empty cmdline, so it counts as gone
+    return "python" in cmdline or "mlflow" in cmdline
+
+
+def stale(run: Run, host: str) -> bool:
+    """A RUNNING run started on `host` whose process is gone (runs without the pid/host tags are left alone)."""
+    tags = run.data.tags
+    pid = tags.get(config.TAG_PID, "")
+    return (
+        run.info.status == "RUNNING"
+        and tags.get(config.TAG_HOST) == host
+        and pid.isdigit()
+        and not process_alive(int(pid))
+    )
+
+
+def fail_stale_runs(experiment_id: str, steps: tuple[str, ...], client: MlflowClient | None = None) -> list[str]:
+    """Mark the RUNNING runs of `steps` in the experiment whose process on this host is gone as FAILED;
+    returns their ids. Only this host's runs are judged: a pid means nothing on another machine."""
+    client = client or MlflowClient()
+    host, failed = socket.gethostname(), []
+    query = "attributes.status = 'RUNNING'"
+    for run in client.search_runs([experiment_id], query, max_results=1000):
+        if run.data.tags.get(config.TAG_STEP) in steps and stale(run, host):
+            client.set_tag(run.info.run_id, "hwr.stale", f"process {run.data.tags[config.TAG_PID]} is gone")
+            client.set_terminated(run.info.run_id, "FAILED")
+            failed.append(run.info.run_id)
+    return failed
 
 
 def param_value(value: object) -> str:
