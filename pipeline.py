@@ -10,6 +10,7 @@
 Parameters: `-P name=value` goes to every step whose MLproject entry point declares `name` (seed reaches
 download, preprocess and train; `-P preprocess.seed=7` reaches only preprocess); MLproject is the only
 place defaults live. The URIs that chain the steps (raw_data, data, model_uri) are set from the upstream runs.
+Every value is checked (type, range, combinations: steps/workflow/params.py) before the first step starts.
 
 The graph and the run cache are in steps/workflow/chain.py. The log says, per step, whether it ran or was
 reused and which run; the parent run gets the chain as tags (hwr.<step>_run, hwr.model_uri,
@@ -22,7 +23,7 @@ import sys
 
 import mlflow
 
-from steps.workflow import chain, config, redaction, runs
+from steps.workflow import chain, config, params, redaction, runs
 
 
 def parse(argv: list[str]) -> dict[str, str]:
@@ -52,12 +53,14 @@ def main(argv: list[str]) -> int:
         if rerun_from and rerun_from not in chain.STEPS:
             raise ValueError(f"rerun_from must be one of {', '.join(chain.STEPS)} (or empty), got {rerun_from!r}")
         routed = chain.route(user)
+        # every value of every step, before download starts: epochs=-1 must not cost a download and a preprocess
+        params.check({step: params.effective(step, routed[step]) for step in chain.STEPS})
     except ValueError as e:
         runs.log(f"error: {e}")
         return 2
     # A source URL may carry user:password@: never store or show it (the download step reads IAM_USER/IAM_PASSWORD).
-    params = {"rerun_from": rerun_from, "step_env_manager": env_manager, **redaction.redact_params(user)}
-    with runs.start_step("main", params) as parent:  # resumes the run `mlflow run` made, if any
+    stored = {"rerun_from": rerun_from, "step_env_manager": env_manager, **redaction.redact_params(user)}
+    with runs.start_step("main", stored) as parent:  # resumes the run `mlflow run` made, if any
 
         def record(step: str, run_id: str, reused: bool, inputs: dict[str, str]) -> None:
             # The effective parameters of every step (defaults included), as <step>.<name>, for comparing runs.

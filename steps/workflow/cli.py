@@ -12,7 +12,11 @@ def user_errors(*types: type[BaseException]) -> Callable:
     """Decorate a click command so that the library errors `types` end it with their message alone.
 
     Library code raises its own specific errors and never click's; this is where they are translated.
+    A parameter value that cannot work (params.ParamError, raised by runs.start_step) is one for every step.
     """
+    from steps.workflow.params import ParamError
+
+    types = (*types, ParamError)
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)

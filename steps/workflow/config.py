@@ -73,9 +73,14 @@ def _mlproject() -> dict:
     return yaml.safe_load((ROOT / "MLproject").read_text())
 
 
-def defaults(entry_point: str) -> dict[str, object]:
+def entry_point(name: str) -> dict[str, dict]:
+    """The MLproject parameter declarations of one entry point: {name: {type, default}}."""
+    return _mlproject()["entry_points"][name].get("parameters", {}) or {}
+
+
+def defaults(step: str) -> dict[str, object]:
     """Parameter defaults of one MLproject entry point (parameters without a default are omitted)."""
-    params = _mlproject()["entry_points"][entry_point].get("parameters", {})
+    params = entry_point(step)
     return {name: spec["default"] for name, spec in params.items() if "default" in spec}
 
 

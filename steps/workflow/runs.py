@@ -35,8 +35,12 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
 
     `mlflow run` has already logged the declared parameters; a direct `python -m steps.x` has not, so only
     the missing ones are logged (re-logging a param with another string value is an error). The run ends
-    FINISHED, FAILED on an error, and KILLED on Ctrl-C or SIGTERM (never left RUNNING).
+    FINISHED, FAILED on an error, and KILLED on Ctrl-C or SIGTERM (never left RUNNING). The values are
+    checked first (`params.check`, the same check `main` makes), so a bad one costs no work.
     """
+    from steps.workflow.params import check
+
+    check({step: params})
     run = mlflow.start_run()
     run_id = run.info.run_id
     mlflow.set_tags(
