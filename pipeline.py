@@ -19,6 +19,7 @@ hwr.registered_model_uri, ...). A failing step fails the parent with the step's 
 
 from __future__ import annotations
 
+import os
 import sys
 
 import mlflow
@@ -58,7 +59,10 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         runs.log(f"error: {e}")
         return 2
-    # A source URL may carry user:password@: never store or show it (the download step reads IAM_USER/IAM_PASSWORD).
+    # A source URL may carry user:password@: never store or show it (the download step gets IAM_USER/IAM_PASSWORD).
+    for name, value in user.items():
+        if redaction.split_credentials(value)[1] and os.environ.get("MLFLOW_RUN_ID"):
+            runs.log(redaction.STORED_WARNING.format(name=name, run=os.environ["MLFLOW_RUN_ID"]))
     stored = {"rerun_from": rerun_from, "step_env_manager": env_manager, **redaction.redact_params(user)}
     with runs.start_step("main", stored) as parent:  # resumes the run `mlflow run` made, if any
 

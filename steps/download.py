@@ -4,7 +4,8 @@ Inputs:  `level`: words (the default) or lines (IAM lines.txt + lines.tgz layout
          `dataset`: synthetic (generated offline, the default) or iam (research-only licence: opt in);
          `source` (iam): URL, file:// URL or local path of the Keras example mirror zip, or of the
          directory holding the official words.tgz + ascii.tgz ("" = the mirror); credentials for the
-         official server come from env IAM_USER / IAM_PASSWORD only; `sha256`: checked when given
+         official server come from env IAM_USER / IAM_PASSWORD (a user:password@ in the URL is moved there,
+         never stored) and go over HTTPS only, or to the host named by env IAM_AUTH_HOST; `sha256`: checked when given
          (<hex> for the zip or words.tgz, or words.tgz=<hex>,ascii.tgz=<hex>);
          `num_words`, `num_writers`, `seed` (synthetic), `num_lines` (synthetic lines). IAM lines come from
          the official lines.tgz + ascii.tgz (URL or local directory) or a directory with lines.tgz +
@@ -35,16 +36,22 @@ import mlflow
 
 from steps.sources import http, iam
 from steps.sources.errors import DownloadError
-from steps.workflow import cli, config, runs
+from steps.workflow import cli, config, redaction, runs
 
 D = config.defaults("download")
 
 
-def _credentials() -> tuple[str, str] | None:
-    user, password = os.environ.get("IAM_USER", ""), os.environ.get("IAM_PASSWORD", "")
-    if bool(user) != bool(password):
-        raise DownloadError("set both IAM_USER and IAM_PASSWORD (or neither)")
-    return (user, password) if user else None
+def _credentials(source: str) -> tuple[str, tuple[str, str] | None]:
+    """(source without user:password@, the credentials: from the URL, else IAM_USER/IAM_PASSWORD)."""
+    source, in_url = redaction.split_credentials(source)
+    if in_url and os.environ.get("MLFLOW_RUN_ID"):
+        runs.log(redaction.STORED_WARNING.format(name="source", run=os.environ["MLFLOW_RUN_ID"]))
+    elif in_url:
+        runs.log("warning: credentials in the source URL are used but not stored; set IAM_USER/IAM_PASSWORD instead")
+    try:
+        return source, in_url or redaction.env_credentials()
+    except ValueError as e:
+        raise DownloadError(str(e)) from None
 
 
 def _synthetic(
@@ -94,13 +101,8 @@ def main(
     level: str, dataset: str, source: str, sha256: str, num_words: int, num_writers: int, num_lines: int, seed: int
 ) -> None:
     started = time.monotonic()
-    auth = _credentials()
+    source, auth = _credentials(source)
     shown = http.redact(source)
-    if shown != source and os.environ.get("MLFLOW_RUN_ID"):
-        runs.log(
-            "warning: the source URL holds credentials and `mlflow run` has stored it as the run's "
-            "`source` param: delete that run, and pass credentials via IAM_USER/IAM_PASSWORD instead"
-        )
     params = {
         "level": level,
         "dataset": dataset,
@@ -122,7 +124,14 @@ def main(
 
                 info = iam_lines.prepare_iam_lines(source, out, cache_dir=config.cache_dir(), sha256=sha256, auth=auth)
             else:
-                info = iam.prepare_iam(source, out, cache_dir=config.cache_dir(), sha256=sha256, auth=auth)
+                info = iam.prepare_iam(
+                    source,
+                    out,
+                    cache_dir=config.cache_dir(),
+                    sha256=sha256,
+                    auth=auth,
+                    auth_host=os.environ.get(redaction.AUTH_HOST_ENV, ""),
+                )
         except DownloadError as e:
             message = str(e).replace(auth[1], "***") if auth else str(e)  # belt and braces
             raise DownloadError(message) from None

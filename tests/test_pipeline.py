@@ -304,3 +304,31 @@ def test_a_failing_step_fails_the_parent_naming_it(mlflow_store, mlflow_run):
     assert by_entry["main"].info.status == "FAILED" and by_entry["download"].info.status == "FAILED"
     assert by_entry["main"].data.tags["hwr.failed_step"] == "download"
     assert by_entry["download"].data.tags["mlflow.parentRunId"] == by_entry["main"].info.run_id
+
+
+@pytest.mark.slow
+def test_credentials_in_a_source_url_reach_download_as_env_and_are_stored_nowhere(
+    http_server, mlflow_store, monkeypatch, capfd
+):
+    """`-P source=http://user:pw@host/...` through main: the server gets basic auth, no run or log line holds it."""
+    import base64
+    import json
+
+    from tests.steps.sources.test_http import PASSWORD, USER, mirror_zip
+
+    mirror_zip(http_server.root / "IAM_Words.zip")
+    http_server.auth = (USER, PASSWORD)
+    monkeypatch.setenv("IAM_AUTH_HOST", "127.0.0.1")
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    url = http_server.url.replace("http://", f"http://{USER}:{PASSWORD}@") + "IAM_Words.zip"
+    routed = chain.route({"dataset": "iam", "source": url})
+    ids = chain.run_steps(("download",), routed, os.environ["MLFLOW_EXPERIMENT_ID"], "local")
+
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert {h.get("Authorization") for _, h in http_server.requests} == {f"Basic {token}"}
+    run = mlflow_store.get_run(ids["download"])
+    assert run.info.status == "FINISHED" and run.data.params["source"] == http_server.url + "IAM_Words.zip"
+    out = capfd.readouterr()
+    assert PASSWORD not in json.dumps([run.data.params, run.data.tags]) + out.out + out.err
+    assert "passed as IAM_USER/IAM_PASSWORD, not stored" in out.err
+    assert "IAM_PASSWORD" not in os.environ  # set for the child only

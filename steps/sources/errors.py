@@ -14,9 +14,12 @@ class CorruptArchive(DownloadError):
 IAM_REGISTER_URL = "https://fki.tic.heia-fr.ch/register"
 
 
-def auth_hint(sent: bool) -> str:
+def auth_hint(sent: bool, withheld: str = "") -> str:
+    """What a 401/403 means: credentials sent and refused, set but withheld (and why), or missing."""
     if sent:
         return "IAM_USER/IAM_PASSWORD were sent and refused: check them"
+    if withheld:
+        return f"IAM_USER/IAM_PASSWORD are set but were not sent: {withheld}"
     return (
         f"the official IAM archives need an account: register at {IAM_REGISTER_URL}, "
         "then set IAM_USER and IAM_PASSWORD in the environment"

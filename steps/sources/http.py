@@ -111,6 +111,7 @@ def fetch_url(
     cache_dir: Path,
     *,
     auth: tuple[str, str] | None = None,
+    withheld: str = "",
     sha256: str = "",
     retries: int = 5,
     backoff: float = 1.0,
@@ -122,9 +123,11 @@ def fetch_url(
     The file streams into `<name>.part`, which a later call resumes with an HTTP Range request, and
     is renamed into place only when complete, checked to be an archive and to match `sha256`.
     Connection errors and 5xx are retried `retries` times in a row with exponential backoff
-    (an attempt that made progress resets the count); 4xx are final.
+    (an attempt that made progress resets the count); 4xx are final. `withheld` says why credentials that
+    are set were not sent (the 401 message tells it).
     """
     shown = redact(url)
+    url = redact(url, keep_query=True)  # credentials go only as `auth`, never implicitly from user:password@
     name = PurePosixPath(urllib.parse.urlsplit(url).path).name or "download"
     # keyed by the URL with its query (another ?version= is another file) but never the credentials
     directory = cache_dir / hashlib.sha256(redact(url, keep_query=True).encode()).hexdigest()[:16]
@@ -136,7 +139,7 @@ def fetch_url(
             if not sha256 or digest == sha256:
                 return Fetched(shown, final, digest, final.stat().st_size, 0, True)
             final.unlink()  # stale or corrupt cache entry: fetch again, then check again below
-        downloaded = _download(url, shown, part, auth, retries, backoff, timeout, progress)
+        downloaded = _download(url, shown, part, auth, withheld, retries, backoff, timeout, progress)
         try:
             archives.sniff(part, shown)
         except DownloadError:
@@ -154,7 +157,7 @@ def fetch_url(
 
 
 def _download(
-    url: str, shown: str, part: Path, auth, retries: int, backoff: float, timeout: float, progress: bool
+    url: str, shown: str, part: Path, auth, withheld: str, retries: int, backoff: float, timeout: float, progress: bool
 ) -> int:
     """Complete `part` from `url`; returns the bytes transferred."""
     transferred, failures = 0, 0
@@ -172,7 +175,7 @@ def _download(
                             return transferred
                         part.unlink()
                         continue  # from zero, without a Range header
-                    _check_status(r, shown, auth is not None)
+                    _check_status(r, shown, auth is not None, withheld)
                     if r.status_code == 206 and not _range_matches(r, offset):
                         part.unlink(missing_ok=True)  # a range we did not ask for: start over
                         raise _Retryable(f"unexpected Content-Range {r.headers.get('Content-Range')!r}")
@@ -228,14 +231,14 @@ def _range_matches(r: requests.Response, offset: int) -> bool:
     return r.headers.get("Content-Range", "").startswith(f"bytes {offset}-")
 
 
-def _check_status(r: requests.Response, shown: str, auth_sent: bool) -> None:
+def _check_status(r: requests.Response, shown: str, auth_sent: bool, withheld: str) -> None:
     code = r.status_code
     if code in (200, 206):
         return
     if code >= 500:
         raise _Retryable(f"HTTP {code} {r.reason}")
     if code in (401, 403):
-        raise DownloadError(f"access to {shown} was denied (HTTP {code}): {auth_hint(auth_sent)}.")
+        raise DownloadError(f"access to {shown} was denied (HTTP {code}): {auth_hint(auth_sent, withheld)}.")
     if code == 404:
         raise DownloadError(
             f"{shown} was not found (HTTP 404): check the source URL (an official-layout "

@@ -68,6 +68,18 @@ def _local(source: str) -> Fetched:
     return Fetched(str(path), path, http.sha256_file(path), path.stat().st_size, 0, False)
 
 
+def auth_withheld(url: str, layout: str, auth_host: str) -> str:
+    """'' when basic auth may go to `url`, else why not: only to an official-layout URL, the official host or
+    the host the user named (`auth_host`, env IAM_AUTH_HOST), and only over HTTPS unless that host is named."""
+    parts = urllib.parse.urlsplit(url)
+    host, named = parts.hostname or "", bool(auth_host) and parts.hostname == auth_host.lower()
+    if not (named or layout == "official" or host == urllib.parse.urlsplit(config.IAM_OFFICIAL_BASE).hostname):
+        return f"{host} is not the IAM server (set IAM_AUTH_HOST={host} to send them there)"
+    if parts.scheme != "https" and not named:
+        return f"{http.redact(url)} is not HTTPS (set IAM_AUTH_HOST={host} to send them there anyway)"
+    return ""
+
+
 def resolve_source(source: str) -> tuple[str, dict[str, str]]:
     """IAM `source` -> (layout, {file name: URL or path}); layout is zip, official or directory.
 
@@ -112,6 +124,7 @@ def prepare_iam(
     cache_dir: Path,
     sha256: str = "",
     auth: tuple[str, str] | None = None,
+    auth_host: str = "",
     progress: bool = True,
     retries: int = 5,
     backoff: float = 1.0,
@@ -120,8 +133,8 @@ def prepare_iam(
 
     `source` ("" = the Keras example mirror) is one of: a zip URL or path with `IAM_Words/words.tgz` and
     `IAM_Words/words.txt`; the URL or path of a directory holding the official `words.tgz` and
-    `ascii.tgz`; a local directory with `words.tgz` and `words.txt`. `auth` is sent only to an
-    official-layout URL or the official host, never to the mirror. `sha256` is a bare hex for the
+    `ascii.tgz`; a local directory with `words.tgz` and `words.txt`. `auth` is sent only where
+    `auth_withheld` allows (`auth_host`: the host the user named for it). `sha256` is a bare hex for the
     zip or words.tgz, or `name=hex,...` per file.
     """
     source = source or config.IAM_MIRROR_URL
@@ -129,17 +142,17 @@ def prepare_iam(
     layout, locations = resolve_source(source)
     if unknown := set(expected) - {"", *locations}:
         raise DownloadError(f"sha256 given for {sorted(unknown)}, but this source has {sorted(locations)}")
-    iam_host = urllib.parse.urlsplit(config.IAM_OFFICIAL_BASE).hostname
-    send_auth = layout == "official" or urllib.parse.urlsplit(source).hostname == iam_host
     started = time.monotonic()
     fetched: dict[str, Fetched] = {}
     for name, location in locations.items():
         want = expected.get(name) or (expected.get("", "") if name in ("", config.WORDS_ARCHIVE) else "")
         if http.is_remote(location):
+            withheld = auth_withheld(location, layout, auth_host) if auth else ""
             f = http.fetch_url(
                 location,
                 cache_dir,
-                auth=auth if send_auth else None,
+                auth=None if withheld else auth,
+                withheld=withheld,
                 sha256=want,
                 progress=progress,
                 retries=retries,

@@ -12,7 +12,9 @@ changes every key downstream.
 
 from __future__ import annotations
 
-from typing import Mapping
+import contextlib
+import os
+from typing import Iterator, Mapping
 
 import mlflow
 from mlflow.entities import Run
@@ -28,6 +30,21 @@ CHAIN = {  # step -> {its parameter: (upstream step, artifact of that step's run
     "register": {"model_uri": ("train", config.MODEL_ARTIFACT)},
 }
 NEVER_REUSED = {"register"}  # registration is an action, not a result to cache
+
+
+@contextlib.contextmanager
+def _environ(extra: Mapping[str, str]) -> Iterator[None]:
+    """os.environ with `extra` set, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class StepFailed(RuntimeError):
@@ -99,7 +116,8 @@ def run_steps(
     ids: dict[str, str] = {}
     for step in steps:
         inputs = {name: f"runs:/{ids[up]}/{artifact}" for name, (up, artifact) in CHAIN.get(step, {}).items()}
-        params = {**routed.get(step, {}), **inputs}
+        # user:password@ in a URL goes to the step as IAM_USER/IAM_PASSWORD, never as a stored parameter
+        params, secrets = redaction.move_credentials({**routed.get(step, {}), **inputs})
         hit = cached_run(step, params, experiment_id) if reusable(step, rerun_from) else None
         if hit:
             ids[step] = hit.info.run_id
@@ -107,15 +125,18 @@ def run_steps(
         else:
             shown = redaction.redact_params(params)  # a source URL may carry user:password@
             runs.log(f"[pipeline] {step}: running " + " ".join(f"{k}={v}" for k, v in shown.items()))
+            if secrets:
+                runs.log(f"[pipeline] {step}: credentials from the URL passed as IAM_USER/IAM_PASSWORD, not stored")
             try:
-                ids[step] = mlflow.projects.run(
-                    str(config.ROOT),
-                    step,
-                    parameters=params,
-                    experiment_id=experiment_id,
-                    env_manager=env_manager,
-                    synchronous=True,
-                ).run_id
+                with _environ(secrets):  # a local child inherits os.environ
+                    ids[step] = mlflow.projects.run(
+                        str(config.ROOT),
+                        step,
+                        parameters=params,
+                        experiment_id=experiment_id,
+                        env_manager=env_manager,
+                        synchronous=True,
+                    ).run_id
             except MlflowException as e:  # ExecutionException when the step's run fails
                 rest = ", ".join(steps[steps.index(step) + 1 :]) or "anything else"
                 raise StepFailed(

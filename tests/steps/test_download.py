@@ -36,6 +36,7 @@ def test_official_layout_with_credentials_in_process(http_server, mlflow_store, 
     http_server.auth = (USER, PASSWORD)
     monkeypatch.setenv("IAM_USER", USER)
     monkeypatch.setenv("IAM_PASSWORD", PASSWORD)
+    monkeypatch.setenv("IAM_AUTH_HOST", "127.0.0.1")  # the loopback server speaks plain http
     result = CliRunner().invoke(download.main, ["--dataset", "iam", "--source", http_server.url + "data/"])
     assert result.exit_code == 0, result.output
     run = only_run(mlflow_store)
@@ -72,6 +73,41 @@ def test_credentials_in_the_url_are_not_recorded(http_server, mlflow_store, tmp_
     )
     assert PASSWORD not in recorded and USER not in recorded
     assert run.data.params["source"] == http_server.url + "IAM_Words.zip"
+
+
+def test_credentials_in_the_url_are_used_as_basic_auth_and_the_user_told_to_use_the_env(
+    http_server, mlflow_store, monkeypatch, tmp_path
+):
+    import base64
+
+    mirror_zip(http_server.root / "IAM_Words.zip")
+    http_server.auth = (USER, PASSWORD)
+    monkeypatch.setenv("IAM_AUTH_HOST", "127.0.0.1")
+    url = http_server.url.replace("http://", f"http://{USER}:{PASSWORD}@") + "IAM_Words.zip"
+    result = CliRunner().invoke(download.main, ["--dataset", "iam", "--source", url])
+    assert result.exit_code == 0, result.output
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    assert [h.get("Authorization") for _, h in http_server.requests] == [f"Basic {token}"]
+    assert "set IAM_USER/IAM_PASSWORD instead" in result.output
+    run = only_run(mlflow_store)
+    recorded = json.dumps(
+        [download_info(mlflow_store, run.info.run_id, tmp_path), run.data.params, run.data.tags, result.output]
+    )
+    assert PASSWORD not in recorded
+
+
+def test_a_401_says_whether_credentials_were_sent(http_server, mlflow_store, monkeypatch):
+    official_dir(http_server.root / "data")
+    http_server.auth = (USER, PASSWORD)
+    monkeypatch.setenv("IAM_USER", USER)
+    monkeypatch.setenv("IAM_PASSWORD", "wrong-" + PASSWORD)
+    source = ["--dataset", "iam", "--source", http_server.url + "data/"]
+    withheld = CliRunner().invoke(download.main, source)  # plain http, host not named: not sent
+    assert withheld.exit_code == 1 and "are set but were not sent" in withheld.output
+    monkeypatch.setenv("IAM_AUTH_HOST", "127.0.0.1")
+    refused = CliRunner().invoke(download.main, source)
+    assert refused.exit_code == 1 and "were sent and refused: check them" in refused.output
+    assert PASSWORD not in withheld.output + refused.output
 
 
 @pytest.mark.parametrize(

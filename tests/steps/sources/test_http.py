@@ -136,7 +136,7 @@ def test_mirror_zip_over_http(http_server, out):
 def test_official_layout_with_basic_auth(http_server, out):
     official_dir(http_server.root / "data")
     http_server.auth = (USER, PASSWORD)
-    info = prepare(http_server.url + "data/", out, auth=(USER, PASSWORD))
+    info = prepare(http_server.url + "data/", out, auth=(USER, PASSWORD), auth_host="127.0.0.1")  # plain http
     assert info["layout"] == "official" and info["words"] == 3 and info["images"] == 3
     assert (out / config.WORDS_TXT).read_bytes() == words_txt()
     assert (out / config.FORMS_TXT).exists()  # writer ids for preprocess
@@ -263,7 +263,44 @@ def test_401_says_to_set_credentials(http_server, out):
         prepare(http_server.url + "data/", out)
     assert "IAM_USER" in str(e.value) and "IAM_PASSWORD" in str(e.value) and "register" in str(e.value)
     with pytest.raises(DownloadError, match="refused: check them"):
-        prepare(http_server.url + "data/", out, auth=(USER, "wrong"))
+        prepare(http_server.url + "data/", out, auth=(USER, "wrong"), auth_host="127.0.0.1")
+
+
+def test_credentials_go_over_plain_http_only_to_the_host_named_for_them(http_server, out):
+    official_dir(http_server.root / "data")
+    http_server.auth = (USER, PASSWORD)
+    with pytest.raises(DownloadError) as e:
+        prepare(http_server.url + "data/", out, auth=(USER, PASSWORD))
+    assert "HTTP 401" in str(e.value)
+    assert f"IAM_USER/IAM_PASSWORD are set but were not sent: {http_server.url}data/words.tgz is not HTTPS" in str(
+        e.value
+    )
+    assert "set IAM_AUTH_HOST=127.0.0.1" in str(e.value)
+    assert http_server.requests and not any("Authorization" in h for _, h in http_server.requests)
+
+
+def test_credentials_typed_into_a_url_are_never_sent_implicitly(http_server, out):
+    mirror_zip(http_server.root / "IAM_Words.zip")
+    url = http_server.url.replace("http://", f"http://{USER}:{PASSWORD}@") + "IAM_Words.zip"
+    prepare(url, out)
+    assert not any("Authorization" in h for _, h in http_server.requests)
+
+
+@pytest.mark.parametrize(
+    "url, layout, auth_host, why",
+    [
+        ("https://fki.tic.heia-fr.ch/DBs/iamDB/data/words.tgz", "official", "", ""),
+        ("https://mirror.example/data/words.tgz", "official", "", ""),
+        ("https://github.com/x/IAM_Words.zip", "zip", "", "github.com is not the IAM server"),
+        ("http://fki.tic.heia-fr.ch/DBs/iamDB/data/words.tgz", "official", "", "is not HTTPS"),
+        ("http://10.0.0.5/iam/words.tgz", "official", "10.0.0.5", ""),
+        ("http://10.0.0.5/IAM_Words.zip", "zip", "10.0.0.5", ""),
+        ("http://10.0.0.5/iam/words.tgz", "official", "10.0.0.6", "is not HTTPS"),
+    ],
+)
+def test_where_basic_auth_may_go(url, layout, auth_host, why):
+    got = iam.auth_withheld(url, layout, auth_host)
+    assert (why in got) if why else got == ""
 
 
 @pytest.mark.parametrize(
