@@ -26,3 +26,19 @@ def test_redact_params_touches_only_urls():
     shown = redact_params(params)
     assert shown == {"source": "https://host/data/", "epochs": "3", "data": "runs:/abc/dataset"}
     assert "s3cret" not in " ".join(shown.values())
+
+
+def test_split_credentials_keeps_the_query_and_unquotes_the_password():
+    from steps.workflow.redaction import split_credentials
+
+    assert split_credentials("https://me:p%40ss@host:8443/data/?v=2") == ("https://host:8443/data/?v=2", ("me", "p@ss"))
+    assert split_credentials("https://host/data/") == ("https://host/data/", None)
+    assert split_credentials("/local/IAM_Words.zip") == ("/local/IAM_Words.zip", None)
+
+
+def test_move_credentials_takes_them_out_of_the_params_into_the_env_names():
+    from steps.workflow.redaction import move_credentials
+
+    params, env = move_credentials({"source": "https://me:pw@host/x.zip", "epochs": "3"})
+    assert params == {"source": "https://host/x.zip", "epochs": "3"}
+    assert env == {"IAM_USER": "me", "IAM_PASSWORD": "pw"}
