@@ -23,6 +23,12 @@ ZIP_MAGIC = b"PK\x03\x04"
 GZIP_MAGIC = b"\x1f\x8b"
 ASCII_ARCHIVE = "ascii.tgz"  # official IAM: words.txt and forms.txt live in here
 CHUNK = 1 << 20
+# Bounds checked from the headers, before a byte is extracted (IAM: words.txt 6 MB, words.tgz 1.1 GB,
+# text deflates about 5x, images not at all): a 3.9 MB zip holding a 300 MB words.txt is refused up front.
+MAX_TEXT_BYTES = 64 << 20  # words.txt, forms.txt
+MAX_MEMBER_BYTES = 8 << 30  # anything else (words.tgz)
+MAX_RATIO = 50  # uncompressed / compressed, once past RATIO_FLOOR (tiny files may compress further)
+RATIO_FLOOR = 16 << 20
 
 
 # ---------------------------------------------------------------- archive checks
@@ -64,6 +70,21 @@ def _refuse(shown: str, member: str, why: str) -> DownloadError:
     )
 
 
+def check_size(shown: str, member: str, size: int, compressed: int) -> None:
+    """Refuse a member (or a whole stream) whose declared size or compression ratio no genuine IAM file has."""
+    limit = MAX_TEXT_BYTES if PurePosixPath(member).suffix == ".txt" else MAX_MEMBER_BYTES
+    why = ""
+    if size > limit:
+        why = f"{size / 1e6:.0f} MB, above the {limit / 1e6:.0f} MB a genuine one has"
+    elif size > RATIO_FLOOR and size > MAX_RATIO * max(compressed, 1):
+        why = f"{size / 1e6:.0f} MB from {compressed / 1e6:.1f} MB compressed, a ratio above {MAX_RATIO}"
+    if why:
+        raise DownloadError(
+            f"{shown}: refusing {member!r} ({why}): a compression bomb or not an IAM archive; nothing was extracted. "
+            "Get the archive from the official site or the mirror."
+        )
+
+
 def _corrupt(shown: str, error: Exception) -> CorruptArchive:
     return CorruptArchive(f"{shown} is truncated or corrupt ({describe(error)}).")
 
@@ -76,6 +97,18 @@ def _reading_tar(path: Path, shown: str) -> Iterator[tarfile.TarFile]:
             yield tar
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise _corrupt(shown, e) from None
+
+
+class _TarBudget:
+    """The sizes the tar headers declare so far, against the compressed size: checked before each member's data."""
+
+    def __init__(self, path: Path, shown: str):
+        self.compressed, self.shown, self.total = path.stat().st_size, shown, 0
+
+    def admit(self, m: tarfile.TarInfo) -> None:
+        self.total += m.size
+        check_size(self.shown, m.name, m.size, self.compressed)
+        check_size(self.shown, f"{PurePosixPath(self.shown).name} (all members)", self.total, self.compressed)
 
 
 def _check_tar_member(m: tarfile.TarInfo, shown: str) -> None:
@@ -91,10 +124,11 @@ def scan_words_archive(path: Path, shown: str) -> list[str]:
 
     Refuses absolute paths, `..`, links and special files; reads all data, extracts nothing.
     """
-    images = []
+    images, budget = [], _TarBudget(path, shown)
     with _reading_tar(path, shown) as tar:
         for m in tar:
             _check_tar_member(m, shown)
+            budget.admit(m)
             if m.isreg() and iam_format.member_id(m.name) is not None:
                 images.append(m.name)
     if not images:
@@ -107,10 +141,11 @@ def extract_from_ascii(path: Path, out_dir: Path, shown: str) -> None:
 
     Every member is checked; only those two files are written, under fixed names.
     """
-    wanted = {config.WORDS_TXT, config.FORMS_TXT}
+    wanted, budget = {config.WORDS_TXT, config.FORMS_TXT}, _TarBudget(path, shown)
     with _reading_tar(path, shown) as tar:
         for m in tar:
             _check_tar_member(m, shown)
+            budget.admit(m)
             name = PurePosixPath(m.name).name
             if m.isreg() and name in wanted:
                 with tar.extractfile(m) as src, open(out_dir / name, "wb") as out:
@@ -143,6 +178,7 @@ def extract_from_zip(path: Path, out_dir: Path, shown: str) -> None:
                     why = "symlink" if kind == 0o120000 else "special file"
                 if why:
                     raise _refuse(shown, info.filename, why)
+                check_size(shown, info.filename, info.file_size, info.compress_size)
                 parts = PurePosixPath(info.filename).parts
                 wanted = parts[-1] if len(parts) <= 2 else None  # at the top or one folder down
                 if wanted in (config.WORDS_ARCHIVE, config.WORDS_TXT, config.FORMS_TXT) and not info.is_dir():
