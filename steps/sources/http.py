@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import time
 import urllib.parse
 import urllib.request
@@ -133,27 +134,37 @@ def fetch_url(
     directory = cache_dir / hashlib.sha256(redact(url, keep_query=True).encode()).hexdigest()[:16]
     directory.mkdir(parents=True, exist_ok=True)
     final, part = directory / name, directory / (name + ".part")
-    with contextlib.closing(_lock(directory)):
-        if final.exists():
-            digest = sha256_file(final)
-            if not sha256 or digest == sha256:
-                return Fetched(shown, final, digest, final.stat().st_size, 0, True)
-            final.unlink()  # stale or corrupt cache entry: fetch again, then check again below
-        downloaded = _download(url, shown, part, auth, withheld, retries, backoff, timeout, progress)
-        try:
-            archives.sniff(part, shown)
-        except DownloadError:
-            part.unlink()  # never cache an HTML page
-            raise
-        digest = sha256_file(part)
-        if sha256 and digest != sha256:
-            part.unlink()
-            raise DownloadError(
-                f"sha256 mismatch for {shown}: expected {sha256}, got {digest}. The download "
-                "was deleted; rerun to fetch it again, or correct -P sha256."
-            )
-        os.replace(part, final)
-        return Fetched(shown, final, digest, final.stat().st_size, downloaded, False)
+    try:
+        with contextlib.closing(_lock(directory)):
+            if final.exists():
+                digest = sha256_file(final)
+                if not sha256 or digest == sha256:
+                    return Fetched(shown, final, digest, final.stat().st_size, 0, True)
+                final.unlink()  # stale or corrupt cache entry: fetch again, then check again below
+            downloaded = _download(url, shown, part, auth, withheld, retries, backoff, timeout, progress)
+            try:
+                archives.sniff(part, shown)
+            except DownloadError:
+                part.unlink()  # never cache an HTML page
+                raise
+            digest = sha256_file(part)
+            if sha256 and digest != sha256:
+                part.unlink()
+                raise DownloadError(
+                    f"sha256 mismatch for {shown}: expected {sha256}, got {digest}. The download "
+                    "was deleted; rerun to fetch it again, or correct -P sha256."
+                )
+            os.replace(part, final)
+            return Fetched(shown, final, digest, final.stat().st_size, downloaded, False)
+    finally:
+        _drop_if_empty(directory)
+
+
+def _drop_if_empty(directory: Path) -> None:
+    """A failed first download leaves a folder holding only its lock: remove it (a .part to resume stays)."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in directory.iterdir()} <= {".lock"}:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _download(

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -36,40 +39,71 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
     `mlflow run` has already logged the declared parameters; a direct `python -m steps.x` has not, so only
     the missing ones are logged (re-logging a param with another string value is an error). The run ends
     FINISHED, FAILED on an error, and KILLED on Ctrl-C or SIGTERM (never left RUNNING). The values are
-    checked first (`params.check`, the same check `main` makes), so a bad one costs no work.
+    checked first (`params.check`, the same check `main` makes), so a bad one costs no work. The step works
+    in one temporary directory of its own (`step_tempdir`), removed however it ends.
     """
     from steps.workflow.params import check
 
     check({step: params})
-    run = mlflow.start_run()
-    run_id = run.info.run_id
-    mlflow.set_tags(
-        {
-            config.TAG_STEP: step,
-            config.TAG_CODE_DIGEST: config.code_digest(),
-            "mlflow.runName": f"{step}-{run_id[:8]}",
-            # who runs it, so that `main` can tell a run whose process died (SIGKILL, power loss) from a live one
-            config.TAG_PID: str(os.getpid()),
-            config.TAG_HOST: socket.gethostname(),
-        }
-    )
-    logged = mlflow.get_run(run_id).data.params
-    missing = {k: param_value(v) for k, v in params.items() if k not in logged}
-    if missing:
-        mlflow.log_params(missing)
-    previous = signal.signal(signal.SIGTERM, _raise_killed) if _main_thread() else None
-    status = "FAILED"
+    with step_tempdir(step):
+        run = mlflow.start_run()
+        run_id = run.info.run_id
+        mlflow.set_tags(
+            {
+                config.TAG_STEP: step,
+                config.TAG_CODE_DIGEST: config.code_digest(),
+                "mlflow.runName": f"{step}-{run_id[:8]}",
+                # who runs it, so that `main` can tell a run whose process died (SIGKILL, power loss) from a live one
+                config.TAG_PID: str(os.getpid()),
+                config.TAG_HOST: socket.gethostname(),
+            }
+        )
+        logged = mlflow.get_run(run_id).data.params
+        missing = {k: param_value(v) for k, v in params.items() if k not in logged}
+        if missing:
+            mlflow.log_params(missing)
+        previous = signal.signal(signal.SIGTERM, _raise_killed) if _main_thread() else None
+        status = "FAILED"
+        try:
+            yield run
+            status = "FINISHED"
+        except (KeyboardInterrupt, Killed):
+            status = "KILLED"
+            log(f"{step}: interrupted; run {run_id} ends as KILLED")
+            raise SystemExit(130) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            mlflow.end_run(status)
+
+
+_STEP_DIR = re.compile(r"hwr-[a-z_]+-(\d+)-")
+
+
+@contextlib.contextmanager
+def step_tempdir(step: str) -> Iterator[Path]:
+    """One temporary directory for the whole of a step, `$TMPDIR/hwr-<step>-<pid>-*`, removed at its end.
+
+    Python's tempfile and every child process (TMPDIR) use it meanwhile, so MLflow's model and artifact copies,
+    TensorFlow's files and the step's own scratch space all land in it and go with it, on success, failure,
+    SIGTERM and Ctrl-C. What a SIGKILL leaves behind, the next step on this machine removes (its pid is gone).
+    """
+    base = Path(tempfile.gettempdir())
+    for orphan in base.glob("hwr-*-*-*"):
+        if (m := _STEP_DIR.match(orphan.name)) and orphan.is_dir() and not process_alive(int(m.group(1))):
+            shutil.rmtree(orphan, ignore_errors=True)
+    path = Path(tempfile.mkdtemp(prefix=f"hwr-{step}-{os.getpid()}-", dir=base))
+    saved = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(path), str(path)
     try:
-        yield run
-        status = "FINISHED"
-    except (KeyboardInterrupt, Killed):
-        status = "KILLED"
-        log(f"{step}: interrupted; run {run_id} ends as KILLED")
-        raise SystemExit(130) from None
+        yield path
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-        mlflow.end_run(status)
+        tempfile.tempdir = saved[0]
+        if saved[1] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[1]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _raise_killed(signum, frame) -> None:

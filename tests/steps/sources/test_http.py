@@ -381,3 +381,15 @@ def test_bad_sha256_parameter(tmp_path, out):
 def test_redact():
     assert http.redact("https://u:p@host:8443/a/b.zip?token=x") == "https://host:8443/a/b.zip"
     assert http.redact("/local/path.zip") == "/local/path.zip"
+
+
+def test_a_failed_download_leaves_no_empty_cache_folder_but_keeps_a_part_to_resume(http_server, out):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        prepare(http_server.url + "nothere/IAM_Words.zip", out)
+    assert [p for p in config.cache_dir().rglob("*")] == []
+    z = mirror_zip(http_server.root / "IAM_Words.zip")
+    http_server.cut_once[f"/{z.name}"] = 1000
+    http_server.fail_once[f"/{z.name}"] = 503  # the attempt after the cut fails too: give up, keep the bytes
+    with pytest.raises(DownloadError, match="will be resumed"):
+        prepare(http_server.url + z.name, out, retries=1)
+    assert [p.name for p in config.cache_dir().rglob("*.part")] == ["IAM_Words.zip.part"]
