@@ -129,6 +129,7 @@ class NoImages(LookupError):
     help="a word list (one per line): prefer the best beam path that is one of its words ('' = off)",
 )
 @cli.user_errors(LookupError, ValueError)
+@runs.side_step("infer", record=False)  # no run: transcribing files is not an experiment
 def main(model_uri: str, level: str, image_path: str, output: str, lexicon: str) -> None:
     # Find the files before loading the model: a typo should fail in a second, not after TF starts.
     paths = find_images(from_caller(image_path))

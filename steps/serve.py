@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 
@@ -101,6 +100,7 @@ def _stop(signum, frame) -> None:
     help="seconds between checks of the alias a models:/Name@alias URI names (other URIs pin their model)",
 )
 @cli.user_errors(LookupError, PortInUse, ValueError)
+@runs.side_step("serve", record=True)  # its run goes to "<experiment>-serving", not the training experiment
 def main(
     model_uri: str, level: str, host: str, port: int, threads: int, max_batch: int, lexicon: str, follow_interval: float
 ) -> None:
@@ -141,7 +141,7 @@ def main(
         ).start()
     else:
         runs.log(f"{model_uri} pins its model: this server does not follow an alias")
-    # A stop is the normal end of a server: Ctrl-C or SIGTERM ends the `mlflow run` run as FINISHED.
+    # A stop is the normal end of a server: Ctrl-C or SIGTERM ends its run as FINISHED (runs.side_step).
     signal.signal(signal.SIGTERM, _stop)
     try:
         serve(app, host, port, threads)
@@ -151,11 +151,6 @@ def main(
         if follower:
             follower.stop()
         app.close()
-        if os.environ.get("MLFLOW_RUN_ID"):
-            import mlflow
-
-            mlflow.start_run()  # the run `mlflow run` made for this entry point
-            mlflow.end_run("FINISHED")
 
 
 if __name__ == "__main__":

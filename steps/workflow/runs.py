@@ -106,6 +106,96 @@ def step_tempdir(step: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+SERVING_SUFFIX = "-serving"  # serve's runs live in "<experiment>-serving", beside the training experiment
+
+
+def side_step(step: str, record: bool) -> Callable:
+    """Decorate the command of a step that uses models rather than makes them (serve, infer).
+
+    It keeps the training experiment for training: the run `mlflow run` made there for this entry point
+    would hold nothing, so it is ended and deleted at once. With `record` (serve) the step gets a run of its
+    own in "<experiment>-serving" (parameters, pid, host), FINISHED on a normal stop (Ctrl-C, SIGTERM,
+    return), FAILED on an error; without it (infer) no run at all. Either way the step works in one temporary
+    directory of its own (MLflow's model copies included), removed at the end.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        import functools
+
+        @functools.wraps(command)
+        def wrapper(**kwargs):
+            previous = signal.signal(signal.SIGTERM, _raise_killed) if _main_thread() else None
+            try:
+                with step_tempdir(step):
+                    return _side_run(step, record, command, kwargs)
+            except Killed:
+                raise SystemExit(130) from None
+            finally:
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
+
+        return wrapper
+
+    return decorate
+
+
+def _side_run(step: str, record: bool, command: Callable, kwargs: dict) -> object:
+    experiment_id = _leave_project_run()
+    if not record:
+        return command(**kwargs)
+    client = MlflowClient()
+    serving = _serving_experiment(client, experiment_id)
+    fail_stale_runs(serving, (step,), client)  # servers that died by SIGKILL
+    run = mlflow.start_run(experiment_id=serving)
+    mlflow.set_tags(
+        {
+            config.TAG_STEP: step,
+            config.TAG_PID: str(os.getpid()),
+            config.TAG_HOST: socket.gethostname(),
+            "mlflow.runName": f"{step}-{run.info.run_id[:8]}",
+        }
+    )
+    mlflow.log_params({k: param_value(v) for k, v in kwargs.items()})
+    status = "FAILED"
+    try:
+        result = command(**kwargs)
+        status = "FINISHED"
+        return result
+    except KeyboardInterrupt:
+        status = "FINISHED"  # stopping a server is its normal end
+        raise
+    except Killed:
+        status = "KILLED"  # SIGTERM before the server took over the signal (while loading)
+        raise
+    finally:
+        mlflow.end_run(status)
+
+
+def _leave_project_run() -> str:
+    """End and delete the run `mlflow run` made for this process, if any; returns the experiment it was in."""
+    run_id = os.environ.pop("MLFLOW_RUN_ID", "")
+    if not run_id:
+        return current_experiment_id()
+    client = MlflowClient()
+    experiment_id = client.get_run(run_id).info.experiment_id
+    client.set_terminated(run_id, "FINISHED")  # first: `mlflow run` then leaves the deleted run alone
+    client.delete_run(run_id)
+    return experiment_id
+
+
+def _serving_experiment(client: MlflowClient, experiment_id: str) -> str:
+    name = client.get_experiment(experiment_id).name + SERVING_SUFFIX
+    found = client.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        client.restore_experiment(found.experiment_id)
+    if found is None:
+        try:
+            return client.create_experiment(name)
+        except mlflow.exceptions.MlflowException:  # made by a concurrent server meanwhile
+            found = client.get_experiment_by_name(name)
+    return found.experiment_id
+
+
 def _raise_killed(signum, frame) -> None:
     raise Killed()
 

@@ -52,3 +52,70 @@ def test_a_step_run_records_its_pid_and_host(mlflow_store):
         pass
     tags = mlflow_store.get_run(run.info.run_id).data.tags
     assert tags[config.TAG_PID] == str(os.getpid()) and tags[config.TAG_HOST] == socket.gethostname()
+
+
+def _command(record: bool, fail: bool = False):
+    """A real click command decorated like serve (record) or infer; it notes where its temp files go."""
+    import tempfile
+
+    import click
+
+    seen = {}
+
+    @click.command()
+    @click.option("--port", type=int, default=5000)
+    @runs.side_step("serve" if record else "infer", record=record)
+    def main(port: int) -> None:
+        seen["tmp"] = tempfile.mkdtemp()  # what MLflow does for a model copy
+        if fail:
+            raise RuntimeError("boom")
+
+    return main, seen
+
+
+def _placeholder(client, experiment_id: str, monkeypatch) -> str:
+    """The run `mlflow run -e serve` makes before the step starts (and passes as MLFLOW_RUN_ID)."""
+    run_id = client.create_run(experiment_id).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", run_id)
+    return run_id
+
+
+def test_serve_runs_go_to_their_own_experiment_and_end_finished(mlflow_store, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    import tempfile
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
+    placeholder = _placeholder(mlflow_store, experiment_id, monkeypatch)
+    main, seen = _command(record=True)
+    assert CliRunner().invoke(main, ["--port", "5001"], catch_exceptions=False).exit_code == 0
+
+    assert mlflow_store.search_runs([experiment_id]) == []  # the training experiment holds nothing of it
+    assert mlflow_store.get_run(placeholder).info.lifecycle_stage == "deleted"
+    serving = mlflow_store.get_experiment_by_name("test-serving")
+    (run,) = mlflow_store.search_runs([serving.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params == {"port": "5001"}
+    assert run.data.tags[config.TAG_STEP] == "serve"
+    assert Path(seen["tmp"]).parent.name.startswith("hwr-serve-") and not Path(seen["tmp"]).exists()
+    assert Path(seen["tmp"]).parent.parent == tmp_path / "tmp" and list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_failing_server_run_ends_failed_and_infer_makes_no_run(mlflow_store, monkeypatch):
+    from click.testing import CliRunner
+
+    experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
+    failing, _ = _command(record=True, fail=True)
+    assert CliRunner().invoke(failing, []).exit_code == 1
+    serving = mlflow_store.get_experiment_by_name("test-serving")
+    assert [r.info.status for r in mlflow_store.search_runs([serving.experiment_id])] == ["FAILED"]
+
+    placeholder = _placeholder(mlflow_store, experiment_id, monkeypatch)
+    infer, _ = _command(record=False)
+    assert CliRunner().invoke(infer, [], catch_exceptions=False).exit_code == 0
+    assert mlflow_store.search_runs([experiment_id]) == []
+    assert mlflow_store.get_run(placeholder).info.status == "FINISHED"  # so `mlflow run` leaves it alone
