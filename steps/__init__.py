@@ -4,8 +4,7 @@
 serve, infer); the library they call lives in the subpackages, one concern each (see docs/design.md).
 """
 
-import os
+from steps.workflow import quiet
 
-# TF's C++ INFO/WARNING lines (CPU features, rendezvous aborts on a skipped corrupt image) drown the
-# step logs; errors still show. Set before any step imports tensorflow; users can override it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Known-harmless TensorFlow/Keras/MLflow lines go before any step imports those libraries (steps/workflow/quiet.py).
+quiet.install()

@@ -103,7 +103,8 @@ def convert(
 ) -> ConversionResult:
     """Stream `archive`, preprocess every planned sample `workers` at a time (0 = all cores), write shards."""
     import tensorflow as tf
-    from tqdm import tqdm
+
+    from steps.workflow.progress import bar as tqdm  # one redrawn line in a terminal, whole lines in a log
 
     workers = workers or os.cpu_count() or 1
     by_id = {s.id: s for s in samples}

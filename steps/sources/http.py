@@ -18,11 +18,11 @@ from pathlib import Path, PurePosixPath
 
 import requests
 import urllib3
-from tqdm import tqdm
 
 from steps.sources import archives
 from steps.sources.errors import DownloadError, auth_hint, describe
 from steps.workflow import config
+from steps.workflow.progress import bar as progress_bar
 from steps.workflow.redaction import redact
 
 try:  # a lock keeps two concurrent runs from writing the same .part file; POSIX only
@@ -196,7 +196,7 @@ def _download(
                     total = offset + int(length) if length and length.isdigit() else None
                     with (
                         open(part, "r+b" if offset else "wb") as f,
-                        tqdm(
+                        progress_bar(
                             total=total,
                             initial=offset,
                             unit="B",

@@ -46,9 +46,9 @@ from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from tqdm import tqdm
 
 from steps.workflow import config
+from steps.workflow.progress import bar as tqdm  # one redrawn line in a terminal, whole lines in a log
 
 FONTS_DIR = config.DATA_DIR / "fonts"
 WORDLIST = config.DATA_DIR / "words" / "english.txt"

@@ -25,7 +25,7 @@ from steps.training import inputs
 from steps.training import model as modelib
 from steps.training.errors import ConfigError
 from steps.training.model import ModelConfig
-from steps.workflow import config
+from steps.workflow import config, progress
 
 
 @dataclass(frozen=True)
@@ -253,6 +253,7 @@ def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int
         report,
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), min_lr=1e-5),
         stop,
+        progress.epoch_lines(),  # a line every 30 s within an epoch (verbose=2 prints only at its end)
     ]
     trainer.fit(train_ds, validation_data=val_ds_fit, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
     if report.best_file.exists():

@@ -81,11 +81,10 @@ def _placeholder(client, experiment_id: str, monkeypatch) -> str:
 
 
 def test_serve_runs_go_to_their_own_experiment_and_end_finished(mlflow_store, monkeypatch, tmp_path):
+    import tempfile
     from pathlib import Path
 
     from click.testing import CliRunner
-
-    import tempfile
 
     (tmp_path / "tmp").mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
