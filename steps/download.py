@@ -138,6 +138,7 @@ def main(
         info["seconds"] = round(time.monotonic() - started, 3)
         # raw/ goes first and download.json last: the run only finishes once both are complete.
         mlflow.log_artifacts(str(out), config.RAW_ARTIFACT)
+        runs.pause_point("download.raw_logged")  # the fault suite kills here: raw/ logged, download.json not yet
         (Path(tmp) / config.DOWNLOAD_INFO).write_text(json.dumps(info, indent=2) + "\n")
         mlflow.log_artifact(str(Path(tmp) / config.DOWNLOAD_INFO))
         seconds = info["download_seconds"]

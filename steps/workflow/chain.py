@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from typing import Iterator, Mapping
 
 import mlflow
@@ -128,13 +129,15 @@ def run_steps(
             if secrets:
                 runs.log(f"[pipeline] {step}: credentials from the URL passed as IAM_USER/IAM_PASSWORD, not stored")
             try:
-                with _environ(secrets):  # a local child inherits os.environ
+                # storage_dir: MLflow's (empty) directory for 'path' parameters, removed with the step
+                with _environ(secrets), tempfile.TemporaryDirectory(prefix="hwr-storage-") as storage:
                     ids[step] = mlflow.projects.run(
                         str(config.ROOT),
                         step,
                         parameters=params,
                         experiment_id=experiment_id,
                         env_manager=env_manager,
+                        storage_dir=storage,
                         synchronous=True,
                     ).run_id
             except MlflowException as e:  # ExecutionException when the step's run fails

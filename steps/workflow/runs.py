@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -58,6 +59,7 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
                 config.TAG_HOST: socket.gethostname(),
             }
         )
+        pause_point(f"{step}.started")
         logged = mlflow.get_run(run_id).data.params
         missing = {k: param_value(v) for k, v in params.items() if k not in logged}
         if missing:
@@ -194,6 +196,18 @@ def _serving_experiment(client: MlflowClient, experiment_id: str) -> str:
         except mlflow.exceptions.MlflowException:  # made by a concurrent server meanwhile
             found = client.get_experiment_by_name(name)
     return found.experiment_id
+
+
+PAUSE_ENV = "HWR_PAUSE_AT"
+
+
+def pause_point(name: str) -> None:
+    """A named point where the fault suite (tests/steps/test_faults.py) stops a step: with HWR_PAUSE_AT=<name>
+    the step says so on stderr and waits there to be killed. Costs nothing otherwise."""
+    if os.environ.get(PAUSE_ENV) == name:
+        log(f"paused at {name} (pid {os.getpid()})")
+        while True:
+            time.sleep(0.1)
 
 
 def _raise_killed(signum, frame) -> None:
