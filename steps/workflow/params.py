@@ -215,9 +215,10 @@ def check(values_by_step: Mapping[str, Mapping[str, object]]) -> None:
     """
     typed: dict[str, object] = {}
     for step, values in values_by_step.items():
+        declared = config.entry_point(step)  # main's pass-through values are checked by the steps they reach
         for name, raw in values.items():
-            value = parse(step, name, raw)
-            typed.setdefault(name, value)
+            if name in declared:
+                typed.setdefault(name, parse(step, name, raw))
     for names, rule in COMBINATIONS:
         if all(n in typed for n in names) and (why := rule(typed)):
             raise ParamError(why)

@@ -77,3 +77,9 @@ def test_a_step_alone_refuses_a_bad_value_in_one_line(mlflow_store):
         result.output.strip()
         == "Error: num_words=0: num_words must be an integer >= 1; set -P num_words=<an integer >= 1>, e.g. -P num_words=6000"
     )
+
+
+def test_main_checks_only_what_it_declares_the_rest_reaches_the_steps():
+    params.check({"main": {"rerun_from": "", "train_ratio": "0.75", "val_ratio": "0.15", "epochs": "3"}})
+    with pytest.raises(params.ParamError, match="rerun_from must be one of"):
+        params.check({"main": {"rerun_from": "training"}})
