@@ -46,37 +46,41 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
     from steps.workflow.params import check
 
     check({step: params})
-    with step_tempdir(step):
-        run = mlflow.start_run()
-        run_id = run.info.run_id
-        mlflow.set_tags(
-            {
-                config.TAG_STEP: step,
-                config.TAG_CODE_DIGEST: config.code_digest(),
-                "mlflow.runName": f"{step}-{run_id[:8]}",
-                # who runs it, so that `main` can tell a run whose process died (SIGKILL, power loss) from a live one
-                config.TAG_PID: str(os.getpid()),
-                config.TAG_HOST: socket.gethostname(),
-            }
-        )
-        pause_point(f"{step}.started")
-        logged = mlflow.get_run(run_id).data.params
-        missing = {k: param_value(v) for k, v in params.items() if k not in logged}
-        if missing:
-            mlflow.log_params(missing)
-        previous = signal.signal(signal.SIGTERM, _raise_killed) if _main_thread() else None
-        status = "FAILED"
-        try:
-            yield run
-            status = "FINISHED"
-        except (KeyboardInterrupt, Killed):
-            status = "KILLED"
-            log(f"{step}: interrupted; run {run_id} ends as KILLED")
-            raise SystemExit(130) from None
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-            mlflow.end_run(status)
+    # SIGTERM unwinds from here on (Killed), so the temporary directory goes and the run never stays RUNNING
+    previous = signal.signal(signal.SIGTERM, _raise_killed) if _main_thread() else None
+    try:
+        with step_tempdir(step):
+            run = mlflow.start_run()
+            run_id, status = run.info.run_id, "FAILED"
+            try:
+                mlflow.set_tags(
+                    {
+                        config.TAG_STEP: step,
+                        config.TAG_CODE_DIGEST: config.code_digest(),
+                        "mlflow.runName": f"{step}-{run_id[:8]}",
+                        # who runs it, so that `main` can tell a run whose process died (SIGKILL) from a live one
+                        config.TAG_PID: str(os.getpid()),
+                        config.TAG_HOST: socket.gethostname(),
+                    }
+                )
+                pause_point(f"{step}.started")
+                logged = mlflow.get_run(run_id).data.params
+                missing = {k: param_value(v) for k, v in params.items() if k not in logged}
+                if missing:
+                    mlflow.log_params(missing)
+                yield run
+                status = "FINISHED"
+            except (KeyboardInterrupt, Killed):
+                status = "KILLED"
+                log(f"{step}: interrupted; run {run_id} ends as KILLED")
+                raise SystemExit(130) from None
+            finally:
+                mlflow.end_run(status)
+    except Killed:  # before the run started: nothing to end
+        raise SystemExit(130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 _STEP_DIR = re.compile(r"hwr-[a-z_]+-(\d+)-")
