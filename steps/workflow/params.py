@@ -63,6 +63,11 @@ RULES: dict[str, Rule] = {
     "image_height": Rule(low=8, high=512),
     "image_width": Rule(low=8, high=4096),
     "max_label_length": POSITIVE,
+    "level": Rule(choices=tuple(config.LEVELS)),
+    "line_height": Rule(low=8, high=512),
+    "line_width": Rule(low=8, high=8192),
+    "max_line_length": POSITIVE,
+    "num_lines": POSITIVE,
     "keep_err": BOOL,
     "shard_size": POSITIVE,
     "workers": Rule(low=0),
@@ -163,25 +168,26 @@ def _split_sizes(v: Mapping[str, object]) -> str | None:
 
 
 def _canvas(v: Mapping[str, object]) -> str | None:
-    blocks, pools, height, width = len(v["conv_filters"]), v["width_pools"], v["image_height"], v["image_width"]
+    h_name, w_name, len_name = config.LEVELS[str(v["level"])].canvas_params  # words: image_*, lines: line_*
+    blocks, pools, height, width = len(v["conv_filters"]), v["width_pools"], v[h_name], v[w_name]
     if pools > blocks:
         return (
             f"width_pools={pools} exceeds the {blocks} conv blocks of conv_filters: set -P width_pools={blocks} or less"
         )
     if height % 2**blocks:
         return (
-            f"conv_filters has {blocks} blocks, each halving the height, too many for image_height={height}: "
-            f"use an image_height divisible by {2**blocks} (e.g. -P image_height={max(1, height // 2**blocks) * 2**blocks}) "
+            f"conv_filters has {blocks} blocks, each halving the height, too many for {h_name}={height}: "
+            f"use a {h_name} divisible by {2**blocks} (e.g. -P {h_name}={max(1, height // 2**blocks) * 2**blocks}) "
             "or fewer conv_filters"
         )
     if width % 2**pools:
-        return f"image_width={width} is not divisible by 2**width_pools={2**pools}: pick a multiple of {2**pools}"
-    steps = width // 2**pools
-    if steps < v["max_label_length"]:
+        return f"{w_name}={width} is not divisible by 2**width_pools={2**pools}: pick a multiple of {2**pools}"
+    steps, longest = width // 2**pools, v[len_name]
+    if steps < longest:
         return (
-            f"image_width={width} gives {steps} time steps (width / 2**width_pools), fewer than the "
-            f"max_label_length={v['max_label_length']} characters a label may have, and CTC needs one step per "
-            f"character: set -P image_width={v['max_label_length'] * 2**pools} or more, or lower max_label_length"
+            f"{w_name}={width} gives {steps} time steps (width / 2**width_pools), fewer than the "
+            f"{len_name}={longest} characters a label may have, and CTC needs one step per "
+            f"character: set -P {w_name}={longest * 2**pools} or more, or lower {len_name}"
         )
     return None
 
@@ -189,11 +195,12 @@ def _canvas(v: Mapping[str, object]) -> str | None:
 def _batch(v: Mapping[str, object]) -> str | None:
     if v["dataset"] != "synthetic" or _ratios(v):
         return None
-    about = int(v["num_words"] * v["train_ratio"])
+    count = "num_lines" if v.get("level") == "lines" else "num_words"
+    about = int(v[count] * v["train_ratio"])
     if v["batch_size"] > about:
         return (
-            f"batch_size={v['batch_size']} is larger than the about {about} training words of num_words="
-            f"{v['num_words']} at train_ratio={v['train_ratio']:g}: lower -P batch_size or raise -P num_words"
+            f"batch_size={v['batch_size']} is larger than the about {about} training samples of {count}="
+            f"{v[count]} at train_ratio={v['train_ratio']:g}: lower -P batch_size or raise -P {count}"
         )
     return None
 
@@ -202,8 +209,11 @@ def _batch(v: Mapping[str, object]) -> str | None:
 COMBINATIONS: tuple[tuple[tuple[str, ...], Callable[[Mapping[str, object]], str | None]], ...] = (
     (("train_ratio", "val_ratio"), _ratios),
     (("dataset", "split", "num_words", "num_writers", "train_ratio", "val_ratio"), _split_sizes),
-    (("conv_filters", "width_pools", "image_height", "image_width", "max_label_length"), _canvas),
-    (("dataset", "num_words", "train_ratio", "val_ratio", "batch_size"), _batch),
+    (
+        ("conv_filters", "width_pools", "level", *(n for lv in config.LEVELS.values() for n in lv.canvas_params)),
+        _canvas,
+    ),
+    (("dataset", "num_words", "num_lines", "train_ratio", "val_ratio", "batch_size"), _batch),
 )
 
 

@@ -36,10 +36,15 @@ def test_the_defaults_pass():
         ({"conv_filters": "32,64,128,128,256,256"}, "conv_filters has 6 blocks, each halving the height, too many"),
         ({"image_width": "16"}, "image_width=16 gives 4 time steps"),
         ({"width_pools": "5"}, "width_pools=5 exceeds the 4 conv blocks"),
+        ({"level": "lines", "line_width": "64"}, "line_width=64 gives 16 time steps"),
+        ({"level": "paragraphs"}, "level must be one of words, lines"),
         ({"train_ratio": "0.9", "val_ratio": "0.1"}, "leaves nothing for the test split"),
         ({"num_writers": "2"}, "num_writers=2 cannot fill 3 writer-independent splits: set -P num_writers=3"),
         ({"split": "random", "num_words": "5"}, "leaves the val split empty: set -P num_words=7 or more"),
-        ({"num_words": "40", "batch_size": "64"}, "batch_size=64 is larger than the about 30 training words"),
+        (
+            {"num_words": "40", "batch_size": "64"},
+            "batch_size=64 is larger than the about 30 training samples of num_words=40",
+        ),
     ],
 )
 def test_each_bad_value_is_named_with_its_fix(user, message):
