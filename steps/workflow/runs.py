@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import signal
 import socket
@@ -83,7 +82,17 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
             signal.signal(signal.SIGTERM, previous)
 
 
-_STEP_DIR = re.compile(r"hwr-[a-z_]+-(\d+)-")
+_OWNER = ".hwr-step-owner"  # "<host> <pid>" of the step that made the directory
+
+
+def _orphaned(path: Path) -> bool:
+    """A step directory whose owner (on this host) is gone. Only directories holding our owner file qualify:
+    $TMPDIR is shared, and a name pattern alone would also match other programs' directories."""
+    try:
+        host, pid = (path / _OWNER).read_text().split()
+        return host == socket.gethostname() and not process_alive(int(pid))
+    except (OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -92,13 +101,15 @@ def step_tempdir(step: str) -> Iterator[Path]:
 
     Python's tempfile and every child process (TMPDIR) use it meanwhile, so MLflow's model and artifact copies,
     TensorFlow's files and the step's own scratch space all land in it and go with it, on success, failure,
-    SIGTERM and Ctrl-C. What a SIGKILL leaves behind, the next step on this machine removes (its pid is gone).
+    SIGTERM and Ctrl-C. What a SIGKILL leaves behind, the next step on this machine removes (its owner file
+    names a process that is gone).
     """
     base = Path(tempfile.gettempdir())
     for orphan in base.glob("hwr-*-*-*"):
-        if (m := _STEP_DIR.match(orphan.name)) and orphan.is_dir() and not process_alive(int(m.group(1))):
+        if orphan.is_dir() and _orphaned(orphan):
             shutil.rmtree(orphan, ignore_errors=True)
     path = Path(tempfile.mkdtemp(prefix=f"hwr-{step}-{os.getpid()}-", dir=base))
+    (path / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}")
     saved = tempfile.tempdir, os.environ.get("TMPDIR")
     tempfile.tempdir, os.environ["TMPDIR"] = str(path), str(path)
     try:

@@ -118,3 +118,20 @@ def test_a_failing_server_run_ends_failed_and_infer_makes_no_run(mlflow_store, m
     assert CliRunner().invoke(infer, [], catch_exceptions=False).exit_code == 0
     assert mlflow_store.search_runs([experiment_id]) == []
     assert mlflow_store.get_run(placeholder).info.status == "FINISHED"  # so `mlflow run` leaves it alone
+
+
+def test_step_tempdir_sweeps_only_its_own_orphans(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs.tempfile, "tempdir", str(tmp_path))
+    dead = _dead_pid()
+    orphan = tmp_path / f"hwr-download-{dead}-abc"  # left by a SIGKILLed step: it holds our owner file
+    orphan.mkdir()
+    (orphan / runs._OWNER).write_text(f"{socket.gethostname()} {dead}")
+    stranger = tmp_path / f"hwr-quality-{dead}-xyz"  # same shape of name, someone else's: no owner file
+    stranger.mkdir()
+    elsewhere = tmp_path / f"hwr-train-{dead}-def"  # a step of another host sharing this $TMPDIR
+    elsewhere.mkdir()
+    (elsewhere / runs._OWNER).write_text(f"not-{socket.gethostname()} {dead}")
+    with runs.step_tempdir("preprocess") as mine:
+        assert (mine / runs._OWNER).read_text() == f"{socket.gethostname()} {os.getpid()}"
+        assert not orphan.exists() and stranger.is_dir() and elsewhere.is_dir()
+    assert not mine.exists()
