@@ -28,6 +28,7 @@ SAVED_MODEL = "saved_model"  # names of the pyfunc model's artifacts
 CHARSET = "charset.json"
 CALIBRATION = "calibration.json"
 DEFAULT_MAX_PIXELS = imaging.DEFAULT_MAX_PIXELS
+BATCH_DECODE_PIXELS = 1_000_000  # images up to this size (a word, a line) are decoded in one call per batch
 
 
 class HandwritingModel(mlflow.pyfunc.PythonModel):
@@ -78,15 +79,19 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> list[np.ndarray | imaging.ImageError]:
         """One canvas per image, or its ImageError: a bad image never fails the others."""
-        out: list[np.ndarray | imaging.ImageError] = []
+        out: list = []
+        small = []  # decoded together; larger images one at a time, so that no batch holds many large decodes
         for data in images:
             try:
-                imaging.check(bytes(data), max_pixels)
+                pixels = imaging.inspect(bytes(data), max_pixels).pixels
                 out.append(bytes(data))
+                if pixels <= BATCH_DECODE_PIXELS:
+                    small.append(len(out) - 1)
+                else:
+                    out[-1] = self.canvases_of_checked([out[-1]])[0]
             except imaging.ImageError as e:
                 out.append(e)
-        checked = [i for i, x in enumerate(out) if isinstance(x, bytes)]
-        for i, canvas in zip(checked, self.canvases_of_checked([out[i] for i in checked])):
+        for i, canvas in zip(small, self.canvases_of_checked([out[i] for i in small])):
             out[i] = canvas
         return out
 
