@@ -4,7 +4,7 @@ serve phase without preparing data and training first).
     python benchmarks/serve_compare.py --tracking-uri sqlite:///benchmarks/work/mlflow.db --images <dir>
         [--model-uri models:/HandwritingRecognitionModel/1] [--requests 400] [--repeats 3] [--out file.json]
 
-`python -m steps.serve` and `mlflow models serve` of the same model, in turns at concurrency 1, 8 and 32
+`python -m steps.serve` and `mlflow models serve` of the same model, in turns at concurrency 1, 8 and 32 (or --levels)
 (servers.serve_benchmark: alternating runs, the machine's load recorded); prints images/s, p50/p95 and
 server CPU per image of both, and the ratio at each level.
 """
@@ -27,11 +27,13 @@ def main() -> None:
     p.add_argument("--images", type=Path, required=True, help="a folder of word PNGs")
     p.add_argument("--requests", type=int, default=400, help="requests per run")
     p.add_argument("--repeats", type=int, default=3, help="alternating runs per server and level")
+    p.add_argument("--levels", default="1,8,32", help="concurrency levels, comma-separated")
     p.add_argument("--mlflow-workers", type=int, default=1)
     p.add_argument("--max-wait", type=float, default=0, help="seconds to wait for a quiet machine first")
     p.add_argument("--out", type=Path, help="also write the figures here as JSON")
     a = p.parse_args()
     images = [f.read_bytes() for f in sorted(a.images.rglob("*.png"))[:64]]
+    servers.LEVELS = tuple(int(c) for c in a.levels.split(","))
     runner = Runner(HERE / "work", a.max_wait)
     both = servers.make_servers(a.model_uri, a.mlflow_workers)
     out = servers.serve_benchmark(runner, both, images, a.requests, a.repeats, a.tracking_uri)
