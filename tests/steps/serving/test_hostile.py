@@ -51,7 +51,7 @@ class LogLines(logging.Handler):
 
 @pytest.fixture(scope="module")
 def served(tiny):
-    """(base URL, host, port, log lines) of a server running in a thread of this process."""
+    """(base URL, host, port, log lines, batcher) of a server running in a thread of this process."""
     import mlflow
 
     from steps.inference import loading
@@ -72,7 +72,7 @@ def served(tiny):
     thread.start()
     host, port = "127.0.0.1", server.effective_port
     try:
-        yield f"http://{host}:{port}", host, port, logs.lines
+        yield f"http://{host}:{port}", host, port, logs.lines, app.extensions["hwr.batcher"]
     finally:
         from waitress import wasyncore
 
@@ -208,13 +208,12 @@ def assert_json_error(status: int, content_type: str, body: bytes, expected: int
 
 @pytest.mark.parametrize("kwargs, status, words", [c[1:] for c in HOSTILE], ids=[c[0] for c in HOSTILE])
 def test_hostile_request(served, png, kwargs, status, words):
-    url = served[0]
-    t0 = time.perf_counter()
-    r = requests.post(url + "/predict", timeout=60, **kwargs)
-    seconds = time.perf_counter() - t0
+    url, batcher = served[0], served[4]
+    images = batcher.images
+    r = requests.post(url + "/predict", timeout=120, **kwargs)
     assert_json_error(r.status_code, r.headers.get("Content-Type", ""), r.content, status, words)
-    assert seconds < 10, f"refusing took {seconds:.1f} s: it must come before any decoding"
-    good = requests.post(url + "/predict", files={"image": ("w.png", png)}, timeout=60)
+    assert batcher.images == images, "the request was refused before any of it reached the model"
+    good = requests.post(url + "/predict", files={"image": ("w.png", png)}, timeout=120)
     assert good.status_code == 200 and "text" in good.json()
 
 
@@ -260,14 +259,14 @@ RAW = [
 
 @pytest.mark.parametrize("data, status, words", [c[1:] for c in RAW], ids=[c[0] for c in RAW])
 def test_malformed_http_gets_json(served, png, data, status, words):
-    url, host, port, _ = served
+    url, host, port, *_ = served
     code, headers, body = split_response(raw_exchange(host, port, data))
     assert_json_error(code, headers.get("content-type", ""), body, status, words)
     assert requests.post(url + "/predict", files={"image": ("w.png", png)}, timeout=60).status_code == 200
 
 
 def test_a_newline_in_the_path_cannot_forge_a_log_line(served):
-    url, host, port, lines = served
+    url, host, port, lines, _ = served
     r = requests.get(url + "/x%0A2026-12-01 INFO hwr.serve GET /admin 200 1.0ms%0D%0Aforged", timeout=10)
     assert r.status_code == 404 and r.json()["status"] == 404
     time.sleep(0.2)
@@ -282,7 +281,7 @@ def test_slow_connections_are_refused_or_shed_and_good_requests_get_through(serv
     """More slow clients than the connection limit, each sending a request byte by byte: a new client gets
     503 with Retry-After at once (not a hang); after `receive_seconds` the slow ones get 408 and are closed,
     and good requests are answered again."""
-    url, host, port, _ = served
+    url, host, port, *_ = served
     slow = []
     for _ in range(CONNECTIONS + 4):
         s = socket.create_connection((host, port), timeout=10)
@@ -370,26 +369,31 @@ def test_a_large_decode_runs_alone_and_leaves_the_server_no_larger(tiny, png, tm
 
         def heavy(key: str) -> None:
             results[key] = requests.post(url + "/predict", files={"image": ("big.png", bomb)}, timeout=120)
+            results[key + " done"] = time.monotonic()
 
         for _ in range(2):
-            first = threading.Thread(target=heavy, args=("first",))
-            first.start()
-            time.sleep(0.3)
-            heavy("second")
-            t0 = time.perf_counter()
+            both = [threading.Thread(target=heavy, args=(key,)) for key in ("a", "b")]
+            for t in both:
+                t.start()
+            time.sleep(0.5)
             word = requests.post(url + "/predict", files={"image": ("w.png", png)}, timeout=60)
-            word_seconds = time.perf_counter() - t0
-            first.join()
-            assert results["first"].status_code == 200, results["first"].text
-            second = results["second"]
-            assert second.status_code == 503 and second.headers["Retry-After"] == str(Limits().retry_after_seconds)
-            assert "decoding another large image" in second.json()["error"]
-            assert word.status_code == 200 and word_seconds < 5, word_seconds
+            word_done = time.monotonic()
+            for t in both:
+                t.join()
+            (decoded,) = [k for k in "ab" if results[k].status_code == 200]
+            (refused,) = [results[k] for k in "ab" if k != decoded]
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == str(Limits().retry_after_seconds)
+            assert "decoding another large image" in refused.json()["error"]
+            assert word.status_code == 200 and word_done < results[decoded + " done"], "the word waited for the decode"
         grown = rss(proc.pid) - warm
         assert grown < 0.1 * warm, f"the server stayed {grown / 2**20:.0f} MB larger after two large decodes"
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     assert "Traceback" not in log.read_text()
 
 
