@@ -180,7 +180,7 @@ def create_app(
     @app.get("/")
     def index():
         # The page checks sizes before uploading, against this server's limit.
-        return flask.Response(PAGE.replace("__MAX_BYTES__", str(max_content_length)), mimetype="text/html")
+        return flask.Response(PAGE.replace("__MAX_BYTES__", str(limits.max_body_bytes)), mimetype="text/html")
 
     @app.get("/favicon.svg")
     @app.get("/favicon.ico")
