@@ -211,45 +211,23 @@ def serving(
             "mlflow": 'POST /invocations {"dataframe_split": {"columns": ["image"], "data": [["<base64 png>"]]}}',
         },
     }
+    servers = make_servers(model_uri, mlflow_workers)
+    out.update(serve_benchmark(runner, servers, images, requests, repeats, tracking_uri))
+    return out
+
+
+def make_servers(model_uri: str, mlflow_workers: int) -> list[Server]:
+    """`python -m steps.serve` and `mlflow models serve` of `model_uri`, each on a free loopback port."""
     ours_port, mlflow_port = free_port(), free_port()
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    servers = [
-        Server(
-            "ours",
-            [
-                sys.executable,
-                "-m",
-                "steps.serve",
-                "--model-uri",
-                model_uri,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ours_port),
-            ],
-            "/health",
-            our_target(ours_port),
-        ),
+    ours = [sys.executable, "-m", "steps.serve", "--model-uri", model_uri, "--host", "127.0.0.1", "--port"]
+    theirs = [mlflow_bin, "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1"]
+    return [
+        Server("ours", ours + [str(ours_port)], "/health", our_target(ours_port)),
         Server(
             "mlflow",
-            [
-                mlflow_bin,
-                "models",
-                "serve",
-                "-m",
-                model_uri,
-                "--env-manager",
-                "local",
-                "-p",
-                str(mlflow_port),
-                "-h",
-                "127.0.0.1",
-                "-w",
-                str(mlflow_workers),
-            ],
+            theirs + ["-p", str(mlflow_port), "-w", str(mlflow_workers)],
             "/ping",
             mlflow_target(mlflow_port),
         ),
     ]
-    out.update(serve_benchmark(runner, servers, images, requests, repeats, tracking_uri))
-    return out

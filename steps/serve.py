@@ -28,8 +28,11 @@ Outputs: an HTTP server (waitress, a production WSGI server) with
                     and its canvas
     GET /           a web page: drop, paste, pick or draw words, see each transcription with its calibrated
                     confidence and latency (one HTML file and a favicon, no external assets)
-Errors are JSON {"error": ..., "status": ...} with a 4xx code naming the problem; no traceback reaches a
-client (it is logged here). One log line per request (method, path, status, ms) goes to stderr.
+Errors are JSON {"error": ..., "status": ...} with a 4xx/5xx code naming the problem; no traceback reaches a
+client (it is logged here). Work is bounded per request (steps/serving/limits.py: bytes, images, pixels
+counting every frame, seconds) and per process (queued images, large decodes one at a time, connections):
+over a limit is 413 naming it, a full server 503 with Retry-After. One log line per request (method, path,
+status, ms; client text escaped) goes to stderr.
 
     curl -X POST -F "image=@word.png" http://localhost:5000/predict
     curl -X POST -F "image=$(base64 -w 0 word.png)" http://localhost:5000/predict
@@ -48,6 +51,9 @@ import click
 
 from steps.workflow import cli, config, runs
 
+# oneDNN's CPU allocator pools what it frees and never returns it: one 36-megapixel decode would leave the
+# server ~500 MB larger for good. Set before TensorFlow is imported; a user's own setting wins.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 D = config.defaults("serve")
 
 
@@ -109,12 +115,14 @@ def main(
     from steps.inference import ctc, loading
     from steps.serving import follow
     from steps.serving.app import create_app, describe
+    from steps.serving.limits import Limits
     from steps.serving.server import serve, warm_up
 
     words = ctc.Lexicon.load(lexicon) if lexicon else None
 
     model_uri = model_uri or config.champion_uri(level)
     followed = follow.alias_of(model_uri)
+    limits = Limits()
 
     def build(uri: str, alias: str | None):
         """Load, warm up and wrap one model as its own app (the follower calls it for each new version)."""
@@ -123,7 +131,7 @@ def main(
         info = describe(uri, model)
         info.update(alias=alias or info["alias"], follows=followed and followed[1], pinned=not followed)
         info["lexicon"] = f"{lexicon} ({len(words)} words)" if words else None
-        return create_app(model, info, max_batch, lexicon=words), info
+        return create_app(model, info, max_batch, limits, lexicon=words), info
 
     runs.log(f"loading {model_uri}")
     first, info = build(model_uri, None)
@@ -144,7 +152,7 @@ def main(
     # A stop is the normal end of a server: Ctrl-C or SIGTERM ends its run as FINISHED (runs.side_step).
     signal.signal(signal.SIGTERM, _stop)
     try:
-        serve(app, host, port, threads)
+        serve(app, host, port, threads, limits)
     except KeyboardInterrupt:
         runs.log("stopped")
     finally:

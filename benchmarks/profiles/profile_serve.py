@@ -7,7 +7,8 @@ benchmarks/work/mlflow.db) and the PNG words it extracted. Prints, per image:
 - the request-thread work of steps.serving.app: JSON + base64 decode (steps.serving.parsing),
   HandwritingModel.canvas (imaging.check: format sniff and PIL size check, then the SavedModel's
   preprocess endpoint: decode, levels, resize, pad);
-- the model call of the batcher thread (recognize_canvases) at batch sizes 1..32;
+- the model call of the batcher thread (recognize_canvases) at batch sizes 1..32, and the call the server
+  makes now (HandwritingModel.read: encoded bytes decoded inside the batched call);
 - the same images preprocessed in one call per batch (the SavedModel's `serve` endpoint: bytes [B] -> text);
 - MLflow's pyfunc predict on a one-row DataFrame (what `mlflow models serve` runs per request);
 - the whole Flask app (steps.serving.app.create_app) through its test client (no network, no waitress),
@@ -63,6 +64,7 @@ def main() -> None:
 
     from steps.inference import imaging
     from steps.serving.app import create_app
+    from steps.serving.limits import Limits
     from steps.serving.parsing import decode_base64
 
     pngs = word_pngs(data_root, "test", 64)
@@ -97,6 +99,9 @@ def main() -> None:
         ms = per_call(lambda b=b: model.recognize_canvases(canvases[:b]), max(10, n // b))
         rows.append((f"recognize_canvases batch {b:2d}: per call / per image", ms, ms / b))
     for b in (1, 8, 32):
+        ms = per_call(lambda b=b: model.read(pngs[:b]), max(10, n // b))
+        rows.append((f"HandwritingModel.read (bytes decoded in the batch) {b:2d}: per call / per image", ms, ms / b))
+    for b in (1, 8, 32):
         batch = tf.constant(pngs[:b])
         ms = per_call(lambda batch=batch: model.module.serve(batch), max(10, n // b))
         rows.append((f"SavedModel serve (bytes->text) batch {b:2d}: per call / per image", ms, ms / b))
@@ -105,7 +110,7 @@ def main() -> None:
         ("pyfunc predict, 1-row DataFrame (mlflow serve's model call)", per_call(lambda: pyfunc.predict(df), n // 2))
     )
 
-    app = create_app(model, {"model_uri": uri}, int(config.defaults("serve")["max_batch"]))
+    app = create_app(model, {"model_uri": uri}, int(config.defaults("serve")["max_batch"]), Limits())
     client = app.test_client()
     import logging
 

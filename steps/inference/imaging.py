@@ -13,6 +13,9 @@ exported model computes from the same bytes bit-identical.
 
 from __future__ import annotations
 
+import dataclasses
+import struct
+
 import tensorflow as tf
 
 # Magic numbers of the formats we accept; TIFF is decoded by tensorflow-io (scanners write TIFF).
@@ -56,12 +59,30 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def check(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    """The format name of `data` if it is worth decoding, else the ImageError saying why not.
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What an image's header says it will cost to decode."""
 
-    Reads only the header, through the PIL plugin of the sniffed format: a 30000x30000 bomb of a few
-    hundred bytes costs nothing. Calling the plugin directly skips Image.open's own bomb check, so
-    PIL's process-wide MAX_IMAGE_PIXELS is never touched and our limit is the only one.
+    format: str
+    width: int
+    height: int
+    frames: int  # GIF and APNG frames, TIFF pages; 1 for a still image
+
+    @property
+    def pixels(self) -> int:
+        """The work budget of the image: every frame counts, whether or not the decoder reads it."""
+        return self.frames * self.width * self.height
+
+
+def inspect(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """The header facts of `data` if it is worth decoding, else the ImageError saying why not.
+
+    Reads only headers and block structure, through the PIL plugin of the sniffed format: a 30000x30000
+    bomb of a few hundred bytes costs nothing. Calling the plugin directly skips Image.open's own bomb
+    check, so PIL's process-wide MAX_IMAGE_PIXELS is never touched and our limit is the only one.
+    The limit is on frames x width x height for every format, by design: the GIF decoder expands every
+    frame, and an APNG or multi-page TIFF that is within it whole is within it whatever is decoded
+    (only the first frame or page is read).
     """
     if not data:
         raise EmptyImage("empty file")
@@ -80,13 +101,19 @@ def check(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
         raise CorruptImage(f"corrupt {fmt} image") from None
     if width * height > max_pixels:
         raise ImageTooLarge(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
-    if fmt == "GIF":  # the decoder expands every frame, so the limit is on all of them together
-        frames = gif_frames(data)
-        if frames * width * height > max_pixels:
-            raise ImageTooLarge(
-                f"GIF of {frames} frames of {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
-            )
-    return fmt
+    frames = {"GIF": gif_frames, "PNG": png_frames, "TIFF": tiff_pages}.get(fmt, lambda _: 1)(data)
+    info = ImageInfo(fmt, width, height, frames)
+    if info.pixels > max_pixels:
+        unit = "pages" if fmt == "TIFF" else "frames"
+        raise ImageTooLarge(
+            f"{fmt} of {frames} {unit} of {width}x{height} pixels exceeds the limit of {max_pixels} pixels"
+        )
+    return info
+
+
+def check(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """The format name of `data` if it is worth decoding, else the ImageError saying why not (see inspect)."""
+    return inspect(data, max_pixels).format
 
 
 def gif_frames(data: bytes) -> int:
@@ -116,6 +143,38 @@ def gif_frames(data: bytes) -> int:
         else:
             break
     return max(frames, 1)
+
+
+def png_frames(data: bytes) -> int:
+    """Frames an APNG declares in its acTL chunk (which precedes the image data); 1 for a plain PNG."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"acTL" and length >= 8 and pos + 12 <= len(data):
+            return max(1, struct.unpack(">I", data[pos + 8 : pos + 12])[0])
+        if kind == b"IDAT":
+            break
+        pos += 12 + length
+    return 1
+
+
+def tiff_pages(data: bytes) -> int:
+    """Pages (image file directories) of a classic TIFF, counted along the IFD chain without decoding.
+
+    A chain that loops or leaves the file ends the count; the decoder will refuse a broken file later.
+    """
+    order = "<" if data[:2] == b"II" else ">"
+    if len(data) < 8:
+        return 1
+    offset, seen = struct.unpack(order + "I", data[4:8])[0], set()
+    while 8 <= offset <= len(data) - 2 and offset not in seen:
+        seen.add(offset)
+        (entries,) = struct.unpack(order + "H", data[offset : offset + 2])
+        end = offset + 2 + 12 * entries
+        if end + 4 > len(data):
+            break
+        (offset,) = struct.unpack(order + "I", data[end : end + 4])
+    return max(1, len(seen))
 
 
 def _skip_sub_blocks(data: bytes, pos: int) -> int:

@@ -11,6 +11,7 @@ word is read exactly right. Models logged before calibration existed report the 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,7 @@ SAVED_MODEL = "saved_model"  # names of the pyfunc model's artifacts
 CHARSET = "charset.json"
 CALIBRATION = "calibration.json"
 DEFAULT_MAX_PIXELS = imaging.DEFAULT_MAX_PIXELS
+BATCH_DECODE_PIXELS = 1_000_000  # images up to this size (a word, a line) are decoded in one call per batch
 
 
 class HandwritingModel(mlflow.pyfunc.PythonModel):
@@ -61,11 +63,14 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
 
     def canvas(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Encoded bytes -> uint8 canvas, or the imaging.ImageError saying why the bytes are not usable."""
-        fmt = imaging.check(data, max_pixels)
+        imaging.check(data, max_pixels)
+        return self._checked_canvas(data)
+
+    def _checked_canvas(self, data: bytes) -> np.ndarray:
         try:
             canvas = self.module.preprocess(tf.constant(data)).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
-            raise imaging.CorruptImage(f"corrupt {fmt} image") from None
+            raise imaging.CorruptImage(f"corrupt {imaging.sniff_format(data)} image") from None
         if not canvas.any():
             raise imaging.BlankImage("the image holds no ink: nothing to read")
         return canvas
@@ -74,13 +79,75 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         self, images: Sequence[bytes], max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> list[np.ndarray | imaging.ImageError]:
         """One canvas per image, or its ImageError: a bad image never fails the others."""
-        out: list[np.ndarray | imaging.ImageError] = []
+        out: list = []
+        small = []  # decoded together; larger images one at a time, so that no batch holds many large decodes
         for data in images:
             try:
-                out.append(self.canvas(bytes(data), max_pixels))
+                pixels = imaging.inspect(bytes(data), max_pixels).pixels
+                out.append(bytes(data))
+                if pixels <= BATCH_DECODE_PIXELS:
+                    small.append(len(out) - 1)
+                else:
+                    out[-1] = self.canvases_of_checked([out[-1]])[0]
             except imaging.ImageError as e:
                 out.append(e)
+        for i, canvas in zip(small, self.canvases_of_checked([out[i] for i in small])):
+            out[i] = canvas
         return out
+
+    def canvases_of_checked(self, images: Sequence[bytes]) -> list[np.ndarray | imaging.ImageError]:
+        """Images that passed imaging.check -> their canvases, all decoded in one graph call (a parallel map).
+
+        A corrupt image fails the whole call; the batch is then redone one image at a time, so that it
+        fails alone. A canvas with no ink is a BlankImage.
+        """
+        if not images:
+            return []
+        if len(images) == 1:  # the endpoint itself: a map of one costs more than the image
+            try:
+                return [self._checked_canvas(images[0])]
+            except imaging.ImageError as e:
+                return [e]
+        try:
+            canvases, inked = (t.numpy() for t in self._preprocess_batch(tf.constant(list(images), tf.string)))
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
+            return [c for data in images for c in self.canvases_of_checked([data])]
+        return [
+            c if ok else imaging.BlankImage("the image holds no ink: nothing to read") for c, ok in zip(canvases, inked)
+        ]
+
+    @functools.cached_property
+    def _preprocess_batch(self):
+        """tf.function: encoded images [B] -> (uint8 canvases [B, H, W, 1], has ink [B]), the SavedModel's own
+        preprocess endpoint mapped over the batch (its iterations run in parallel)."""
+        height, width = self.module.logits.concrete_functions[0].structured_input_signature[0][0].shape[1:3]
+        preprocess = self.module.preprocess
+        spec = tf.TensorSpec([height, width, 1], tf.uint8)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def prepare(images):
+            canvases = tf.map_fn(preprocess, images, fn_output_signature=spec)
+            return canvases, tf.reduce_any(canvases > 0, axis=[1, 2, 3])
+
+        return prepare
+
+    def read(
+        self, items: Sequence[bytes | np.ndarray], beam_width: int = 0, lexicon: ctc.Lexicon | None = None
+    ) -> list[tuple[str, float] | imaging.ImageError]:
+        """Checked encoded images or ready canvases, mixed -> (text, confidence) or ImageError per item.
+
+        The batched path of serve: raw bytes are preprocessed inside this call, together.
+        """
+        prepared: list = list(items)
+        raw = [i for i, x in enumerate(items) if isinstance(x, (bytes, bytearray))]
+        for i, canvas in zip(raw, self.canvases_of_checked([bytes(items[i]) for i in raw])):
+            prepared[i] = canvas
+        good = [i for i, c in enumerate(prepared) if not isinstance(c, imaging.ImageError)]
+        if good:
+            texts = self.recognize_canvases(np.stack([prepared[i] for i in good]), beam_width, lexicon)
+            for i, result in zip(good, texts):
+                prepared[i] = result
+        return prepared
 
     def recognize_canvases(
         self, canvases: np.ndarray, beam_width: int = 0, lexicon: ctc.Lexicon | None = None

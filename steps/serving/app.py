@@ -1,8 +1,10 @@
 """The Flask app: POST /predict, GET /health, GET /version and the upload page at GET /.
 
-Errors are JSON {"error": ..., "status": ...} with a 4xx code naming the problem; no traceback reaches a
-client (it is logged). The model does all preprocessing and decoding; the app moves bytes in and JSON out
-and lets the MicroBatcher merge concurrent requests into one model call.
+Errors are JSON {"error": ..., "status": ...} with a 4xx/5xx code naming the problem; no traceback reaches a
+client (it is logged). The model does all preprocessing and decoding; the app checks each image's header
+against the work budget (steps.serving.limits), moves bytes in and JSON out, and lets the MicroBatcher
+merge concurrent requests into one model call that also decodes their images. A request of many pixels is
+decoded in its own thread under a small semaphore instead, so it never holds up the shared batch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import re
+import threading
 import time
 import traceback
 from importlib import resources
@@ -17,13 +20,13 @@ from typing import Any
 
 from steps.inference import imaging
 from steps.inference.recognizer import HandwritingModel
-from steps.serving.batcher import MAX_WAIT_MS, MicroBatcher
+from steps.serving import memory
+from steps.serving.batcher import MAX_WAIT_MS, MicroBatcher, QueueFull
+from steps.serving.limits import Limits
 from steps.serving.parsing import ClientError, parse_request
 
 log = logging.getLogger("hwr.serve")
 
-MAX_CONTENT_LENGTH = 10 * 1024 * 1024  # bytes per request; larger requests get 413 before any decoding
-RESULT_TIMEOUT_S = 120.0  # a request gives up (503) if its batch has not run by then
 PAGE = resources.files("steps.serving").joinpath("page.html").read_text(encoding="utf-8")
 FAVICON = resources.files("steps.serving").joinpath("favicon.svg").read_bytes()
 # What a client is told for each way an image can be unusable.
@@ -82,33 +85,40 @@ def describe(model_uri: str, model) -> dict:
     return info
 
 
+def printable(text: str) -> str:
+    """Client-supplied text for a log line: control characters (a %0A in a path) and non-ASCII escaped,
+    so that no request can write a line of its own into the log."""
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def create_app(
     model: HandwritingModel,
     model_info: dict,
     max_batch: int,
-    max_content_length: int = MAX_CONTENT_LENGTH,
-    max_pixels: int | None = None,
-    max_wait_ms: float = MAX_WAIT_MS,
+    limits: Limits,
     lexicon=None,
+    max_wait_ms: float = MAX_WAIT_MS,
 ):
-    """The Flask app serving `model` (an exported.HandwritingModel); starts its batcher thread.
+    """The Flask app serving `model` (a recognizer.HandwritingModel) within `limits`; starts its batcher thread.
 
-    `model_info` is what GET /version returns. `max_pixels` defaults to the model's own limit.
-    The batcher is reachable as app.extensions["hwr.batcher"] (closed by the caller at shutdown).
+    `model_info` is what GET /version returns. The batcher is reachable as app.extensions["hwr.batcher"]
+    (closed by the caller at shutdown).
     """
     import flask
     from werkzeug.exceptions import HTTPException
 
-    max_pixels = imaging.DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     app = flask.Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = max_content_length
+    app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
     # Werkzeug's default limit for non-file form fields is 500 kB: a base64 form field carries a whole image.
-    app.config["MAX_FORM_MEMORY_SIZE"] = max_content_length
+    app.config["MAX_FORM_MEMORY_SIZE"] = limits.max_body_bytes
+    app.config["MAX_FORM_PARTS"] = limits.max_images + 8  # room for beam_width and stray fields
     app.json.sort_keys = False
     batcher = MicroBatcher(
-        lambda canvases, beam: model.recognize_canvases(canvases, beam, lexicon), max_batch, max_wait_ms
+        lambda payloads, beam: model.read(payloads, beam, lexicon), max_batch, max_wait_ms, limits.max_queued_images
     )
     app.extensions["hwr.batcher"] = batcher
+    heavy_lanes = threading.BoundedSemaphore(limits.heavy_lanes)
+    busy = {"Retry-After": str(limits.retry_after_seconds)}
 
     def error(status: int, message: str, headers: dict | None = None):
         response = flask.jsonify({"error": message, "status": status})
@@ -119,14 +129,19 @@ def create_app(
 
     @app.errorhandler(ClientError)
     def client_error(e: ClientError):
-        return error(e.status, e.message)
+        return error(e.status, e.message, busy if e.status == 503 else None)
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
+        if e.code == 413 and (flask.request.content_length or 0) <= limits.max_body_bytes:
+            # werkzeug's form parser says 413 for too many parts or a too large field, not only for size
+            too_much = f"a form of more than {app.config['MAX_FORM_PARTS']} parts (or a field over the size limit)"
+        else:
+            too_much = f"request larger than the limit of {limits.max_body_bytes} bytes"
         messages = {
             404: f"no such path {flask.request.path!r}: use POST /predict, GET /health, GET /version or GET /",
             405: f"{flask.request.method} is not allowed on {flask.request.path}",
-            413: f"request larger than the limit of {max_content_length} bytes",
+            413: too_much,
         }
         headers = {"Allow": ", ".join(e.valid_methods)} if getattr(e, "valid_methods", None) else None
         return error(e.code or 500, messages.get(e.code, e.description or e.name), headers)
@@ -134,7 +149,12 @@ def create_app(
     @app.errorhandler(Exception)
     def internal_error(e: Exception):
         # The traceback stays in the server log; the client learns only that it was not its fault.
-        log.error("error serving %s %s:\n%s", flask.request.method, flask.request.path, traceback.format_exc())
+        log.error(
+            "error serving %s %s:\n%s",
+            printable(flask.request.method),
+            printable(flask.request.path),
+            traceback.format_exc(),
+        )
         return error(500, "internal server error (logged on the server)")
 
     @app.before_request
@@ -144,7 +164,9 @@ def create_app(
     @app.after_request
     def log_request(response):
         ms = (time.perf_counter() - flask.g.get("start", time.perf_counter())) * 1000
-        log.info("%s %s %d %.1fms", flask.request.method, flask.request.path, response.status_code, ms)
+        log.info(
+            "%s %s %d %.1fms", printable(flask.request.method), printable(flask.request.path), response.status_code, ms
+        )
         return response
 
     @app.get("/health")
@@ -158,37 +180,65 @@ def create_app(
     @app.get("/")
     def index():
         # The page checks sizes before uploading, against this server's limit.
-        return flask.Response(PAGE.replace("__MAX_BYTES__", str(max_content_length)), mimetype="text/html")
+        return flask.Response(PAGE.replace("__MAX_BYTES__", str(limits.max_body_bytes)), mimetype="text/html")
 
     @app.get("/favicon.svg")
     @app.get("/favicon.ico")
     def favicon():
         return flask.Response(FAVICON, mimetype="image/svg+xml", headers={"Cache-Control": "max-age=86400"})
 
+    def inspect(data) -> imaging.ImageInfo | ClientError:
+        if isinstance(data, ClientError):
+            return data
+        try:
+            return imaging.inspect(data, limits.max_image_pixels)
+        except imaging.ImageError as e:
+            return ClientError(IMAGE_ERROR_STATUS[type(e)], str(e))
+
+    def decode_heavy(images: list[bytes]) -> list:
+        """A request of many pixels is decoded here, one such request at a time, and its memory given back."""
+        if not heavy_lanes.acquire(blocking=False):
+            raise ClientError(
+                503,
+                f"the server is decoding another large image (over {limits.heavy_pixels} pixels in a request): "
+                f"retry in {limits.retry_after_seconds} s",
+            )
+        try:
+            return model.canvases_of_checked(images)
+        finally:
+            heavy_lanes.release()
+            memory.release()
+
     @app.post("/predict")
     def predict():
         with batcher.preparing():
-            parsed = parse_request(flask.request)
-            entries: list[dict] = [{} for _ in parsed.images]
-            sent = [i for i, data in enumerate(parsed.images) if not isinstance(data, ClientError)]
-            prepared = model.canvases([parsed.images[i] for i in sent], max_pixels)  # bad images isolated there
-            good, canvases = [], []
-            for i, data in enumerate(parsed.images):
-                if isinstance(data, ClientError):
-                    entries[i] = {"error": data.message, "status": data.status}
-            for i, canvas in zip(sent, prepared):
-                if isinstance(canvas, imaging.ImageError):
-                    entries[i] = {"error": str(canvas), "status": IMAGE_ERROR_STATUS[type(canvas)]}
-                else:
-                    good.append(i)
-                    canvases.append(canvas)
-            futures = batcher.submit(canvases, parsed.beam_width) if canvases else []
-        try:
-            for i, future in zip(good, futures):
-                text, confidence = future.result(RESULT_TIMEOUT_S)
+            parsed = parse_request(flask.request, limits.max_images)
+            infos = [inspect(data) for data in parsed.images]
+            good = [i for i, info in enumerate(infos) if isinstance(info, imaging.ImageInfo)]
+            pixels = sum(infos[i].pixels for i in good)
+            if pixels > limits.max_request_pixels:
+                raise ClientError(
+                    413,
+                    f"{len(good)} images of {pixels} pixels in all exceed the limit of "
+                    f"{limits.max_request_pixels} pixels per request",
+                )
+            payloads = [parsed.images[i] for i in good]
+            if pixels > limits.heavy_pixels:
+                payloads = decode_heavy(payloads)
+            try:
+                futures = batcher.submit(payloads, parsed.beam_width) if payloads else []
+            except QueueFull as e:
+                return error(503, f"the server is busy ({e}): retry in {limits.retry_after_seconds} s", busy)
+        entries = [{"error": x.message, "status": x.status} if isinstance(x, ClientError) else {} for x in infos]
+        deadline = flask.g.start + limits.request_seconds
+        for i, future in zip(good, futures):
+            try:
+                text, confidence = future.result(max(0.0, deadline - time.perf_counter()))
                 entries[i] = {"text": text, "confidence": confidence}
-        except concurrent.futures.TimeoutError:
-            return error(503, "the model is overloaded: try again later")
+            except concurrent.futures.TimeoutError:
+                return error(503, f"no answer within {limits.request_seconds} s: the server is overloaded", busy)
+            except imaging.ImageError as e:
+                entries[i] = {"error": str(e), "status": IMAGE_ERROR_STATUS[type(e)]}
         if parsed.batch:
             return {"predictions": entries}
         if "error" in entries[0]:

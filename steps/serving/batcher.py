@@ -1,6 +1,8 @@
 """Micro-batching: the images of concurrent requests go through one model call.
 
-One background thread owns the model call; request threads submit canvases and wait on futures.
+One background thread owns the model call; request threads submit images (encoded bytes, preprocessed
+inside the batched call, or ready canvases) and wait on futures. The queue is bounded: a submit that
+would overfill it raises QueueFull, which the app answers with 503 and Retry-After.
 """
 
 from __future__ import annotations
@@ -10,25 +12,28 @@ import contextlib
 import dataclasses
 import threading
 import time
-from typing import Callable, Iterator, Sequence
-
-import numpy as np
+from typing import Any, Callable, Iterator, Sequence
 
 MAX_WAIT_MS = 5.0  # longest a batch waits for more images from requests being prepared
 
 
+class QueueFull(Exception):
+    """The batcher holds as many images as it may: the caller should answer 503 (try again shortly)."""
+
+
 @dataclasses.dataclass
 class _Item:
-    canvas: np.ndarray
+    payload: Any  # whatever `recognize` takes per image: encoded bytes or a canvas
     beam_width: int
     future: concurrent.futures.Future
 
 
 class MicroBatcher:
-    """Runs the canvases of concurrent requests through one `recognize(canvases, beam_width)` call.
+    """Runs the images of concurrent requests through one `recognize(payloads, beam_width)` call, which
+    returns one result per payload: a value, or an exception instance that fails that image alone.
 
-    One background thread owns the model call. A request thread preprocesses its images itself
-    (inside `preparing()`, so that work runs in parallel) and submits the canvases. The batcher
+    One background thread owns the model call. A request thread checks its images (inside
+    `preparing()`) and submits them; at most `max_queued` images wait at once. The batcher
     takes the oldest pending item and adds pending items with the same beam width, waiting up to
     `max_wait_ms` for more only while some request is still preparing: a lone request never waits,
     and under load one call serves many requests (that is where the throughput comes from).
@@ -37,15 +42,17 @@ class MicroBatcher:
 
     def __init__(
         self,
-        recognize: Callable[[np.ndarray, int], Sequence[tuple[str, float]]],
+        recognize: Callable[[list, int], Sequence[Any]],
         max_batch: int,
-        max_wait_ms: float = MAX_WAIT_MS,
+        max_wait_ms: float,
+        max_queued: int,
     ):
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+        if max_batch < 1 or max_queued < 1:
+            raise ValueError("max_batch and max_queued must be at least 1")
         self._recognize = recognize
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
+        self.max_queued = max_queued
         self._cond = threading.Condition()
         self._pending: list[_Item] = []
         self._preparing = 0
@@ -67,12 +74,17 @@ class MicroBatcher:
                 self._preparing -= 1
                 self._cond.notify_all()
 
-    def submit(self, canvases: Sequence[np.ndarray], beam_width: int = 0) -> list[concurrent.futures.Future]:
-        """Queue canvases; each future resolves to (text, confidence) or raises the model's exception."""
-        items = [_Item(c, beam_width, concurrent.futures.Future()) for c in canvases]
+    def submit(self, payloads: Sequence[Any], beam_width: int = 0) -> list[concurrent.futures.Future]:
+        """Queue images; each future resolves to recognize's result for it or raises its exception.
+
+        All or none: QueueFull if they do not fit in the queue now.
+        """
+        items = [_Item(p, beam_width, concurrent.futures.Future()) for p in payloads]
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
+            if len(self._pending) + len(items) > self.max_queued:
+                raise QueueFull(f"{len(self._pending)} images are waiting for the model (limit {self.max_queued})")
             self._pending.extend(items)
             self._cond.notify_all()
         return [i.future for i in items]
@@ -110,7 +122,7 @@ class MicroBatcher:
             if not batch:
                 return
             try:
-                results = self._recognize(np.stack([i.canvas for i in batch]), batch[0].beam_width)
+                results = self._recognize([i.payload for i in batch], batch[0].beam_width)
             except BaseException as e:  # the callers report it; the batcher must survive
                 for i in batch:
                     i.future.set_exception(e)
@@ -118,4 +130,7 @@ class MicroBatcher:
             self.batches += 1
             self.images += len(batch)
             for i, result in zip(batch, results):
-                i.future.set_result(result)
+                if isinstance(result, BaseException):
+                    i.future.set_exception(result)
+                else:
+                    i.future.set_result(result)

@@ -85,7 +85,11 @@ def _entry(text: Any, what: str) -> bytes | ClientError:
         return e
 
 
-def parse_json(body: Any, beam: Any) -> Parsed:
+def too_many(count: int, max_images: int) -> ClientError:
+    return ClientError(413, f"{count} images in one request exceed the limit of {max_images} images per request")
+
+
+def parse_json(body: Any, beam: Any, max_images: int) -> Parsed:
     """A parsed JSON body {"image": b64} or {"images": [b64, ...]} (+ optional beam_width) -> Parsed."""
     if not isinstance(body, dict):
         raise ClientError(400, 'the JSON body must be an object like {"image": "<base64>"}')
@@ -94,6 +98,8 @@ def parse_json(body: Any, beam: Any) -> Parsed:
     if "images" in body:
         if not isinstance(body["images"], list) or not body["images"]:
             raise ClientError(400, "'images' must be a non-empty list of base64 strings")
+        if len(body["images"]) > max_images:
+            raise too_many(len(body["images"]), max_images)
         images = [_entry(v, f"images[{i}]") for i, v in enumerate(body["images"])]
         return Parsed(images, True, parse_beam_width(beam))
     if "image" in body:
@@ -101,8 +107,9 @@ def parse_json(body: Any, beam: Any) -> Parsed:
     raise ClientError(400, MISSING)
 
 
-def parse_request(request) -> Parsed:
-    """Extract the images and beam width of a /predict request, whatever form it came in."""
+def parse_request(request, max_images: int) -> Parsed:
+    """Extract the images and beam width of a /predict request, whatever form it came in (at most
+    `max_images` of them: more is a 413)."""
     content_type = (request.mimetype or "").lower()
     beam = request.args.get("beam_width")
     if content_type in ("", "application/x-www-form-urlencoded"):
@@ -117,7 +124,9 @@ def parse_request(request) -> Parsed:
             body = json.loads(request.get_data(cache=True))
         except ValueError:  # also UnicodeDecodeError
             raise ClientError(400, "the body is not valid JSON") from None
-        return parse_json(body, beam)
+        except RecursionError:  # the C parser's guard against nesting as deep as the stack
+            raise ClientError(400, 'the JSON body is nested too deeply: send {"image": "<base64>"}') from None
+        return parse_json(body, beam, max_images)
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form, files = request.form, request.files
         if form.get("beam_width") not in (None, ""):
@@ -127,6 +136,8 @@ def parse_request(request) -> Parsed:
         for field in ("image", "images"):
             uploads = files.getlist(field)
             texts = form.getlist(field)
+            if len(images) + len(uploads) + len(texts) > max_images:
+                raise too_many(len(images) + len(uploads) + len(texts), max_images)
             images += [f.read() for f in uploads]
             images += [_entry(t, field) for t in texts]
             batch = batch or (field == "images" and bool(uploads or texts))

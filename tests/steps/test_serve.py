@@ -24,6 +24,7 @@ import pytest
 import requests
 
 from steps.serving.app import create_app
+from steps.serving.limits import Limits
 from tests import model_fixture
 
 pytestmark = pytest.mark.slow  # real `mlflow run` steps, servers or training
@@ -43,7 +44,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -396,7 +397,7 @@ def test_concurrent_requests_share_model_calls(tiny, pyfunc_model):
     model calls, and each gets what the model gives that image with its own decoder."""
     model = pyfunc_model.unwrap_python_model()
     images = [p.read_bytes() for p in tiny.images]
-    app = create_app(model, {"name": "in-process"}, max_batch=32, max_wait_ms=50)
+    app = create_app(model, {"name": "in-process"}, 32, Limits(), max_wait_ms=50)
     batcher = app.extensions["hwr.batcher"]
     try:
         expected = {beam: [r["text"] for r in model.recognize(images, beam)] for beam in (0, 3)}

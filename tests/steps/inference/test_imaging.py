@@ -301,6 +301,40 @@ def test_an_animated_gif_is_limited_by_all_its_frames_together():
         imaging.check(data, max_pixels=50 * 40 * 9 - 1)
 
 
+def _animated(fmt: str, frames: int, size=(50, 40)) -> bytes:
+    images = [Image.new("L", size, (i * 37) % 256) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, fmt, save_all=frames > 1, append_images=images[1:])
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt, count", [("PNG", imaging.png_frames), ("TIFF", imaging.tiff_pages)])
+@pytest.mark.parametrize("frames", [1, 3, 7])
+def test_apng_frames_and_tiff_pages_are_counted_as_pil_counts_them(fmt, count, frames):
+    data = _animated(fmt, frames)
+    assert count(data) == Image.open(io.BytesIO(data)).n_frames == frames
+    assert imaging.inspect(data) == imaging.ImageInfo(fmt, 50, 40, frames)
+
+
+@pytest.mark.parametrize("fmt, unit", [("PNG", "frames"), ("TIFF", "pages"), ("GIF", "frames")])
+def test_every_frame_counts_against_the_pixel_limit(fmt, unit):
+    data = _animated(fmt, 5)
+    assert imaging.inspect(data, max_pixels=50 * 40 * 5).pixels == 50 * 40 * 5
+    with pytest.raises(imaging.ImageTooLarge, match=f"{fmt} of 5 {unit} of 50x40 pixels exceeds the limit of 9999"):
+        imaging.inspect(data, max_pixels=50 * 40 * 5 - 1)
+
+
+def test_a_tiff_whose_page_chain_loops_counts_each_page_once():
+    data = bytearray(_animated("TIFF", 2))
+    first = int.from_bytes(data[4:8], "little")
+    entries = int.from_bytes(data[first : first + 2], "little")
+    second_link = first + 2 + 12 * entries
+    second = int.from_bytes(data[second_link : second_link + 4], "little")
+    link = second + 2 + 12 * int.from_bytes(data[second : second + 2], "little")
+    data[link : link + 4] = first.to_bytes(4, "little")  # page 2 points back at page 1
+    assert imaging.tiff_pages(bytes(data)) == 2
+
+
 @pytest.mark.parametrize(
     "data, error, message",
     [
