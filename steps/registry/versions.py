@@ -42,11 +42,16 @@ def evaluation_of(model_uri: str, experiment_id: str) -> Run:
 def current_holder(client: MlflowClient, name: str, alias: str) -> tuple[ModelVersion | None, float | None]:
     """(version holding the alias, its test CER; NaN if it has no hwr.test_cer tag), or (None, None)."""
     try:
-        holder = client.get_model_version_by_alias(name, alias)
+        model = client.get_registered_model(name)
     except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # no such model yet, or no version with this alias
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # no such model yet
             return None, None
         raise
+    # Read from the model's alias map: a missing alias is RESOURCE_DOES_NOT_EXIST from a local store but
+    # INVALID_PARAMETER_VALUE from a tracking server, so get_model_version_by_alias's error cannot tell.
+    if alias not in model.aliases:
+        return None, None
+    holder = client.get_model_version(name, model.aliases[alias])
     try:
         return holder, float(holder.tags[TAG_CER])
     except (KeyError, ValueError):
