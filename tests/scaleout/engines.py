@@ -95,7 +95,7 @@ class TrackingServer:
     log: Path
 
 
-def start_tracking_server(backend_uri: str, root: Path, timeout: float = 180) -> TrackingServer:
+def start_tracking_server(backend_uri: str, root: Path, timeout: float = 300) -> TrackingServer:
     """`mlflow server` on a free loopback port over `backend_uri`, artifacts proxied to root/artifacts."""
     port = free_port()
     artifacts, log = root / "artifacts", root / "mlflow-server.log"
@@ -111,8 +111,10 @@ def start_tracking_server(backend_uri: str, root: Path, timeout: float = 180) ->
         "127.0.0.1",
         "--port",
         str(port),
+        # one process: uvicorn's supervisor of several kills workers that start slower than its health check,
+        # which on a loaded 2-core machine they do
         "--workers",
-        "2",
+        "1",
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
