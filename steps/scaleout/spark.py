@@ -106,11 +106,15 @@ def transcriber(model_dir: str, batch_size: int):
 
         return predict
 
-    return predict_batch_udf(
-        make_predict_fn,
-        return_type="struct<text: string, confidence: double, error: string>",
-        batch_size=batch_size,
-    )
+    from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+
+    # a StructType, not a DDL string: predict_batch_udf checks the type to accept a dict of columns
+    fields = [
+        StructField("text", StringType()),
+        StructField("confidence", DoubleType()),
+        StructField("error", StringType()),
+    ]
+    return predict_batch_udf(make_predict_fn, return_type=StructType(fields), batch_size=batch_size)
 
 
 def transcribe(spark, model_dir: Path, cfg: BatchConfig) -> dict[str, int]:

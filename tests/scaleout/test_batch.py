@@ -61,7 +61,7 @@ def test_a_directory_gives_the_same_rows_as_infer(tiny, scans, inferred, tmp_pat
     out = tmp_path / "transcripts.parquet"
     proc = run(tiny, "steps.batch", "--images", str(scans), "--output", str(out), "--master", "local[2]")
     assert proc.returncode == 1, proc.stderr[-3000:]  # some images failed; the rest are written
-    assert proc.stdout.strip() == str(out)
+    assert proc.stdout.strip() == str(out), proc.stderr[-3000:]
     assert f"{len(tiny.images) + 2} image(s) transcribed into {out}; 2 failed" in proc.stderr
     got = rows(out)
     assert set(got) == set(inferred)  # the same files: readme.txt skipped, the two bad images kept
