@@ -42,7 +42,7 @@ def scans(tiny, tmp_path_factory) -> Path:
 
 def run(tiny, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", *args]
-    return subprocess.run(command, cwd=REPO, env=model_fixture.env(tiny), capture_output=True, text=True, timeout=600)
+    return subprocess.run(command, cwd=REPO, env=model_fixture.env(tiny), capture_output=True, text=True, timeout=1200)
 
 
 def rows(output: Path) -> dict[str, dict]:

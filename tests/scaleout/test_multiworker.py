@@ -42,7 +42,7 @@ def test_two_workers_train_one_model_logged_once_by_the_chief(step_chain):
         procs.append(
             subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         )
-    logs = [p.communicate(timeout=900)[1] for p in procs]
+    logs = [p.communicate(timeout=1800)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n-----\n".join(log[-3000:] for log in logs)
     assert "worker 1 of 2: training with the chief, which alone logs the run and the model" in logs[1]
 
