@@ -35,14 +35,15 @@ class BatchConfig:
 
 def session(master: str):
     """A SparkSession on `master` (local[*], spark://host:7077, yarn, k8s://...)."""
+    import os
+
     from pyspark.sql import SparkSession
 
-    return (
-        SparkSession.builder.master(master)
-        .appName("handwriting-batch")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
+    builder = SparkSession.builder.master(master).appName("handwriting-batch")
+    if master.startswith("local"):  # nothing to reach from outside: driver, block manager and UI on loopback only
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    return builder.config("spark.ui.showConsoleProgress", "false").getOrCreate()
 
 
 def image_frame(spark, images: str):
