@@ -10,8 +10,6 @@ Outputs: the pyfunc model `handwriting_recognition_model` (bytes in, text and co
          loss/CER plots, a grid of validation predictions; per-epoch loss, val_loss, val_cer,
          val_wer, learning rate and samples/s. Keeps the best-val-CER weights, stops on a plateau,
          and a rerun with the same data and parameters resumes a killed run from its last epoch.
-         With TF_CONFIG naming several workers, every worker runs this with the same `data` and trains
-         with the others (MultiWorkerMirroredStrategy, sharded by file); only the chief logs (scaleout/cluster.py).
 
     mlflow run . -e train --env-manager local -P batch_size=32 -P epochs=50 -P train_ratio=0.75 -P val_ratio=0.15
     mlflow run . -e train --env-manager local -P level=lines
@@ -28,7 +26,6 @@ import mlflow
 
 from steps.dataset.info import DatasetError, DatasetInfo
 from steps.inference.charset import CharsetError
-from steps.scaleout import cluster
 from steps.training.errors import ConfigError
 from steps.workflow import artifacts, chain, cli, config, runs
 
@@ -161,12 +158,6 @@ def main(
     )
     logged = {"conv_filters": ",".join(map(str, model.conv_filters)), "rnn_units": ",".join(map(str, model.rnn_units))}
     model_params = {"width_pools": width_pools, "column_pool": column_pool, "dense_units": dense_units}
-    if cluster.workers() > 1:  # TF_CONFIG names several workers: see steps/scaleout/cluster.py
-        if not data:
-            raise ConfigError("multi-worker training needs -P data=<URI of a dataset> that every worker can read")
-        if not cluster.is_chief():  # resolved in the shared store, before this worker stops logging to it
-            data = artifacts.readable_dir(data)
-            cluster.log_nothing_shared()
     with runs.start_step(
         "train",
         {
@@ -187,7 +178,7 @@ def main(
         cfg = fit.TrainConfig(model=model, **params)
         data_uri = resolve_data(data, train_ratio, val_ratio, level)
         data_dir = artifacts.readable_dir(data_uri)
-        mlflow.set_tags({"hwr.data": data_uri, "hwr.workers": cluster.workers()})
+        mlflow.set_tag("hwr.data", data_uri)
         info = DatasetInfo.load(data_dir)
         mlflow.set_tag("hwr.level", info.level)  # the data's level, whatever -P level said
         if info.samples["train"] == 0:

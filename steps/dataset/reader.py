@@ -14,21 +14,11 @@ from steps.inference.charset import Charset
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def records(
-    info: DatasetInfo, split: str, shuffle_files: bool = False, shard: tuple[int, int] = (1, 0)
-) -> tf.data.Dataset:
-    """Parsed examples of one split: {id, writer, text, image uint8 [H, W, 1]}; with shard=(n, i) only
-    the files i, i+n, i+2n, ... (worker i of n in multi-worker training)."""
+def records(info: DatasetInfo, split: str, shuffle_files: bool = False) -> tf.data.Dataset:
+    """Parsed examples of one split: {id, writer, text, image uint8 [H, W, 1]}."""
     files = tfrecords.shard_files(info.data_dir, split)
     if not files:
         raise DatasetError(f"no {split} shards in {info.data_dir}")
-    if shard[0] > 1:
-        return _read(files[shard[1] :: shard[0]], info, shuffle_files)
-    # A known length lets Keras show progress and size its epochs without a first blind pass.
-    return _read(files, info, shuffle_files).apply(tf.data.experimental.assert_cardinality(info.samples[split]))
-
-
-def _read(files: list[str], info: DatasetInfo, shuffle_files: bool) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), reshuffle_each_iteration=True)
@@ -38,7 +28,9 @@ def _read(files: list[str], info: DatasetInfo, shuffle_files: bool) -> tf.data.D
         num_parallel_calls=AUTOTUNE,
         deterministic=not shuffle_files,
     )
-    return ds.map(lambda r: tfrecords.parse(r, info.image_height, info.image_width), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda r: tfrecords.parse(r, info.image_height, info.image_width), num_parallel_calls=AUTOTUNE)
+    # A known length lets Keras show progress and size its epochs without a first blind pass.
+    return ds.apply(tf.data.experimental.assert_cardinality(info.samples[split]))
 
 
 def label_encoder(chars: Charset, max_length: int):

@@ -131,17 +131,6 @@ def strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def worker_shard(dist: tf.distribute.Strategy) -> tuple[int, int]:
-    """(workers, this worker's index) under MultiWorkerMirroredStrategy (a chief counts as worker 0); else (1, 0)."""
-    resolver = getattr(dist, "cluster_resolver", None)
-    if not isinstance(dist, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return 1, 0
-    spec = resolver.cluster_spec().as_dict()
-    chief = bool(spec.get("chief"))
-    index = 0 if resolver.task_type == "chief" else resolver.task_id + int(chief)
-    return len(spec.get("chief", [])) + len(spec.get("worker", [])), index
-
-
 def work_dir_for(data_dir: str, cfg: TrainConfig) -> Path:
     """Resumable state lives under the cache, keyed by dataset, configuration and code (not by run id)."""
     key = hashlib.sha256(json.dumps([data_dir, asdict(cfg), config.code_digest()], sort_keys=True).encode())
@@ -226,16 +215,13 @@ def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int
         raise DatasetError("the dataset has no validation samples: preprocess with val_ratio > 0")
     dist = strategy()
     global_batch = cfg.batch_size * dist.num_replicas_in_sync
-    # Across workers each one reads its own training files. tf.data's FILE auto-shard cannot do it here: it
-    # refuses the augmentation's random-seed stream zipped in beside the files, so the files are split by hand.
-    workers, index = worker_shard(dist)
-    by_file = workers > 1 and info.shards.get("train", 0) >= workers
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF if by_file else tf.data.experimental.AutoShardPolicy.DATA
+        tf.data.experimental.AutoShardPolicy.FILE
+        if info.shards.get("train", 0) >= dist.num_replicas_in_sync
+        else tf.data.experimental.AutoShardPolicy.DATA
     )
-    shard = (workers, index) if by_file else (1, 0)
-    train_ds = inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed, shard=shard)
+    train_ds = inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed)
     val_ds = inputs.batches(info, "val", global_batch)
     val_texts = [t.decode() for t in reader.records(info, "val").map(lambda ex: ex["text"]).as_numpy_iterator()]
     train_texts = [t.decode() for t in reader.records(info, "train").map(lambda ex: ex["text"]).as_numpy_iterator()]
