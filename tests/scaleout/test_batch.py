@@ -65,7 +65,7 @@ def test_a_directory_gives_the_same_rows_as_infer(tiny, scans, inferred, tmp_pat
     assert f"{len(tiny.images) + 2} image(s) transcribed into {out}; 2 failed" in proc.stderr
     got = rows(out)
     assert set(got) == set(inferred)  # the same files: readme.txt skipped, the two bad images kept
-    assert pq.read_schema(out).names == ["path", "text", "confidence", "error"]
+    assert pq.read_table(out).schema.names == ["path", "text", "confidence", "error"]
     for path, want in inferred.items():
         row = got[path]
         if "error" in want:
