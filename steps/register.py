@@ -13,7 +13,8 @@ Outputs: two gates, both logged with their reason (tags hwr.decision, hwr.decisi
             `mlflow ui` shows (figures, dataset, training parameters).
          The alias (models:/<model_name>@<alias>) then moves to the version only when its test CER is
          strictly lower than the current holder's, or when no version holds the alias (`promoted`; else
-         `kept`). Metrics new_test_cer, champion_test_cer. Uses aliases, never stages. Prints the
+         `kept`). The holder is read right before the move and again a moment after it, so registers running
+         at once against one server leave the alias on the best of them (registry/versions.claim_alias). Metrics new_test_cer, champion_test_cer. Uses aliases, never stages. Prints the
          version's URI on stdout (nothing when rejected).
 
     mlflow run . -e register --env-manager local -P model_uri=runs:/<train_run>/handwriting_recognition_model
@@ -28,8 +29,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps.registry.gate import METRIC, admissible, decide
-from steps.registry.versions import TAG_CER, current_holder, description, evaluation_of, version_of
+from steps.registry.gate import METRIC, admissible
+from steps.registry.versions import TAG_CER, AliasContention, claim_alias, description, evaluation_of, version_of
 from steps.workflow import cli, config, runs
 
 D = config.defaults("register")
@@ -50,7 +51,7 @@ class RegistrationError(RuntimeError):
     show_default=True,
     help="a model whose test CER is above this is not registered",
 )
-@cli.user_errors(runs.UpstreamNotFound, RegistrationError)
+@cli.user_errors(runs.UpstreamNotFound, RegistrationError, AliasContention)
 def main(model_uri: str, model_name: str, alias: str, max_cer: float) -> None:
     if not model_name.strip() or not alias.strip():
         raise click.BadParameter("model_name and alias must not be empty")
@@ -77,7 +78,6 @@ def main(model_uri: str, model_name: str, alias: str, max_cer: float) -> None:
             runs.log(f"not registered: {why}")
             return
         client = MlflowClient()
-        holder, champion_cer = current_holder(client, model_name, alias)
         version = version_of(client, model_name, model_uri, train_run)
         unchanged = version is not None
         if unchanged:
@@ -87,10 +87,9 @@ def main(model_uri: str, model_name: str, alias: str, max_cer: float) -> None:
         else:
             version = _register(client, model_uri, model_name, evaluation, train_run, new_cer, run.info.run_id)
         version_uri = f"models:/{model_name}/{version.version}"
-        holds = holder is not None and str(holder.version) == str(version.version)
-        promote, reason = (False, "it already holds the alias") if holds else decide(new_cer, champion_cer)
-        if promote:
-            client.set_registered_model_alias(model_name, alias, version.version)
+        # The holder is read only now, right before the move (two registers may run at once: see claim_alias).
+        claim = claim_alias(client, model_name, alias, version.version, new_cer)
+        promote, reason, holder, champion_cer = claim.promoted, claim.reason, claim.previous, claim.previous_cer
         decision = "promoted" if promote else ("unchanged" if unchanged else "kept")
         mlflow.set_tags(
             {
@@ -98,18 +97,20 @@ def main(model_uri: str, model_name: str, alias: str, max_cer: float) -> None:
                 "hwr.decision_reason": reason,
                 "hwr.registered_version": version.version,
                 "hwr.registered_model_uri": version_uri,
-                "hwr.champion_version": version.version if promote else (holder.version if holder else ""),
+                "hwr.champion_version": claim.champion,
                 "hwr.previous_champion_version": holder.version if holder else "",
             }
         )
         mlflow.log_metrics(
             {
                 "promoted": float(promote),
-                **({"champion_test_cer": champion_cer} if holder and not math.isnan(champion_cer) else {}),
+                **({"champion_test_cer": champion_cer} if holder is not None and not math.isnan(champion_cer) else {}),
             }
         )
         champion = (
-            f"now version {version.version}" if promote else (f"version {holder.version} stays" if holder else "unset")
+            f"now version {version.version}"
+            if promote
+            else (f"version {claim.champion} holds it" if claim.champion else "unset")
         )
         runs.log(f"{version_uri}; {model_name}@{alias}: {decision} ({champion}): {reason}")
         click.echo(version_uri)

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from steps.registry.gate import METRIC
+from steps.registry.gate import METRIC, decide
 from steps.workflow import runs
 
 TAG_CER = "hwr.test_cer"  # version tag holding the gate's figure, read back when the version holds the alias
+# The registry has no compare-and-set on aliases. A register that read the old holder just before another moved
+# the alias can still move it after; waiting this long after our own move and reading again catches that
+# (a read-then-set takes one request, far less than this), and the better version then takes it back.
+SETTLE_SECONDS = 1.0
+MAX_MOVES = 10
 
 
 def evaluation_of(model_uri: str, experiment_id: str) -> Run:
@@ -35,11 +42,16 @@ def evaluation_of(model_uri: str, experiment_id: str) -> Run:
 def current_holder(client: MlflowClient, name: str, alias: str) -> tuple[ModelVersion | None, float | None]:
     """(version holding the alias, its test CER; NaN if it has no hwr.test_cer tag), or (None, None)."""
     try:
-        holder = client.get_model_version_by_alias(name, alias)
+        model = client.get_registered_model(name)
     except MlflowException as e:
-        if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # no such model yet, or no version with this alias
+        if e.error_code == "RESOURCE_DOES_NOT_EXIST":  # no such model yet
             return None, None
         raise
+    # Read from the model's alias map: a missing alias is RESOURCE_DOES_NOT_EXIST from a local store but
+    # INVALID_PARAMETER_VALUE from a tracking server, so get_model_version_by_alias's error cannot tell.
+    if alias not in model.aliases:
+        return None, None
+    holder = client.get_model_version(name, model.aliases[alias])
     try:
         return holder, float(holder.tags[TAG_CER])
     except (KeyError, ValueError):
@@ -90,3 +102,43 @@ def description(evaluation: Run, train: Run | None) -> str:
                 f"{int(train.data.metrics.get('epochs_run', 0))} epochs (train run {train.info.run_id})."
             )
     return "\n".join(lines)
+
+
+class AliasContention(RuntimeError):
+    """The alias kept moving away from a better version (registers racing without end)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    promoted: bool  # the alias held the version when claim_alias returned
+    reason: str
+    previous: ModelVersion | None  # the holder when the claim began, and its test CER (NaN: unknown)
+    previous_cer: float | None
+    champion: str  # the version holding the alias when the claim ended ("" = none)
+
+
+def claim_alias(client: MlflowClient, name: str, alias: str, version: str, cer: float) -> Claim:
+    """Move `alias` to `version` if its test CER beats the holder's, as a compare-and-set in spirit: the holder
+    is re-read right before each move, and after a move, once more a settle interval later; a concurrent
+    register that moved the alias meanwhile is compared again (a better one keeps it, a worse one loses it)."""
+    previous, previous_cer = holder, champion_cer = current_holder(client, name, alias)
+
+    def claim(promoted: bool, reason: str) -> Claim:
+        return Claim(promoted, reason, previous, previous_cer, str(holder.version) if holder else "")
+
+    if holder is not None and str(holder.version) == str(version):
+        return claim(False, "it already holds the alias")
+    promoted, reason = decide(cer, champion_cer)
+    if not promoted:
+        return claim(False, reason)
+    for _ in range(MAX_MOVES):
+        client.set_registered_model_alias(name, alias, version)
+        time.sleep(SETTLE_SECONDS)
+        holder, champion_cer = current_holder(client, name, alias)
+        if holder is not None and str(holder.version) == str(version):
+            return claim(True, reason)
+        runs.log(f"{name}@{alias} moved to version {holder.version if holder else '(none)'} meanwhile: comparing again")
+        again, why = decide(cer, champion_cer)
+        if not again:
+            return claim(False, f"{why} (version {holder.version} took the alias meanwhile)")
+    raise AliasContention(f"{name}@{alias} kept moving away from version {version}: {MAX_MOVES} moves, none stuck")

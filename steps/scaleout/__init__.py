@@ -1,0 +1,1 @@
+"""When one machine is not enough: batch transcription on Spark (spark)."""
