@@ -1,7 +1,10 @@
 """Step `download`: get the raw dataset and log it in the canonical raw layout.
 
 Inputs:  `level`: words (the default) or lines (IAM lines.txt + lines.tgz layout);
-         `dataset`: synthetic (generated offline, the default) or iam (research-only licence: opt in);
+         `dataset`: synthetic (generated offline, the default), iam (research-only licence: opt in), or
+         your own data: folder (images + a path,text[,writer] TSV/CSV, or a .txt beside each image),
+         page (PAGE XML + page images) or alto (ALTO + page images), read from `source` (a directory,
+         a zip/tar.gz, or a URL of one);
          `source` (iam): URL, file:// URL or local path of the Keras example mirror zip, or of the
          directory holding the official words.tgz + ascii.tgz ("" = the mirror); credentials for the
          official server come from env IAM_USER / IAM_PASSWORD (a user:password@ in the URL is moved there,
@@ -10,7 +13,9 @@ Inputs:  `level`: words (the default) or lines (IAM lines.txt + lines.tgz layout
          `num_words`, `num_writers`, `seed` (synthetic), `num_lines` (synthetic lines). IAM lines come from
          the official lines.tgz + ascii.tgz (URL or local directory) or a directory with lines.tgz +
          lines.txt; the word-only mirror has none (an error says so).
-Outputs: artifacts raw/ (words.txt + words.tgz, or lines.txt + lines.tgz, plus forms.txt when known) and
+Outputs: artifacts raw/ (words.txt + words.tgz, or lines.txt + lines.tgz, plus forms.txt when known; own
+         data: words.* and, from page/alto, lines.* too, whatever the level, and origin.tsv: which file each
+         id came from) and
          download.json (dataset, source without credentials, sha256 and bytes of each file, counts,
          seconds); metrics bytes_downloaded, download_seconds, throughput (MB/s), words or lines, images.
 Cache:   downloads are kept in $HWR_CACHE_DIR (default ~/.cache/handwriting-recognition), so reruns
@@ -21,6 +26,8 @@ Cache:   downloads are kept in $HWR_CACHE_DIR (default ~/.cache/handwriting-reco
     mlflow run . -e download --env-manager local -P dataset=iam -P source=https://fki.tic.heia-fr.ch/DBs/iamDB/data/
     mlflow run . -e download --env-manager local -P level=lines
     mlflow run . -e download --env-manager local -P level=lines -P dataset=iam -P source=/data/iam  # lines.tgz, ascii.tgz
+    mlflow run . -e download --env-manager local -P dataset=folder -P source=/data/my-lines.zip
+    mlflow run . -e download --env-manager local -P dataset=page -P source=/data/transkribus-export/
 """
 
 from __future__ import annotations
@@ -87,9 +94,40 @@ def _synthetic(
     }
 
 
+def _own(dataset: str, source: str, sha256: str, out: Path, work: Path) -> dict:
+    """folder / page / alto: the user's files, written into the canonical layout by sources/layout.py."""
+    from steps.sources import alto, folder, layout, pagexml, pages, tree  # the image stack, as synthetic
+
+    started = time.monotonic()
+    root = tree.content_root(tree.as_directory(source, work, config.cache_dir(), sha256))
+    readers = {
+        "folder": folder.collect,
+        "page": lambda r: pages.collect(r, pagexml.parse, "page"),
+        "alto": lambda r: pages.collect(r, alto.parse, "alto"),
+    }
+    written = layout.write(readers[dataset](root), out)
+    runs.log(layout.summary_line(written) + "".join(f"\n  {p}" for p in written["problems"]))
+    raw = iam.describe_raw(out) if written["items"]["words"] else {"words": 0, "images": 0}
+    return {
+        "dataset": dataset,
+        "source": http.redact(source),
+        "layout": "own",
+        "fetched": {},
+        "bytes": 0,
+        "bytes_downloaded": 0,
+        "download_seconds": round(time.monotonic() - started, 3),
+        **written,
+        **raw,
+        "lines": written["items"]["lines"],
+    }
+
+
+OWN_DATA = ("folder", "page", "alto")
+
+
 @click.command(help=__doc__.split("\n\n")[0])
 @click.option("--level", type=click.Choice(sorted(config.LEVELS)), default=D["level"], show_default=True)
-@click.option("--dataset", type=click.Choice(["synthetic", "iam"]), default=D["dataset"], show_default=True)
+@click.option("--dataset", type=click.Choice(["synthetic", "iam", *OWN_DATA]), default=D["dataset"], show_default=True)
 @click.option("--source", default=D["source"], help="iam: URL or path of the mirror zip or official directory")
 @click.option("--sha256", default=D["sha256"], help="expected sha256 of the fetched archive ('' = not checked)")
 @click.option("--num-words", type=int, default=D["num_words"], show_default=True, help="synthetic only")
@@ -119,6 +157,8 @@ def main(
         try:
             if dataset == "synthetic":
                 info = _synthetic(out, level, source, sha256, num_words, num_writers, num_lines, seed)
+            elif dataset in OWN_DATA:  # words, and page/alto lines, whatever the level
+                info = _own(dataset, source, sha256, out, Path(tmp))
             elif level == "lines":
                 from steps.sources import iam_lines
 
@@ -149,6 +189,7 @@ def main(
                 "throughput": info["bytes_downloaded"] / 1e6 / seconds if seconds > 0 else 0.0,
                 level: info[level],
                 "images": info["images"],
+                **({"lines": info["lines"]} if "lines" in info else {}),
             }
         )
     runs.log(

@@ -39,7 +39,7 @@ def build(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = 
     if not words:
         raise RawDataError(f"{words_txt} holds no valid {cfg.level[:-1]} entries ({len(malformed)} malformed)")
     forms_txt = raw_dir / config.FORMS_TXT
-    writers = iam_format.parse_forms(forms_txt.read_text().splitlines()) if forms_txt.is_file() else {}
+    writers = iam_format.parse_forms(forms_txt.read_text(encoding="utf-8").splitlines()) if forms_txt.is_file() else {}
     print(
         f"{len(words)} {cfg.level}, {len(malformed)} malformed lines"
         + "".join(f"\n  line {n}: {line[:80]!r}" for n, line in malformed[:5]),
