@@ -96,7 +96,7 @@ def _synthetic(
 
 def _own(dataset: str, source: str, sha256: str, out: Path, work: Path) -> dict:
     """folder / page / alto: the user's files, written into the canonical layout by sources/layout.py."""
-    from steps.sources import alto, folder, layout, pagexml, pages, tree  # the image stack, as synthetic
+    from steps.sources import alto, folder, layout, pages, pagexml, tree  # the image stack, as synthetic
 
     started = time.monotonic()
     root = tree.content_root(tree.as_directory(source, work, config.cache_dir(), sha256))
