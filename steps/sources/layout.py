@@ -109,7 +109,7 @@ def write(collected: Collected, out_dir: Path) -> dict:
     if not written["words"] and not written["lines"]:
         raise DownloadError(
             f"nothing usable was found ({_counts(collected.skipped) or 'no images with transcriptions'})"
-            + "".join(f"\n  {p}" for p in collected.problems[:PROBLEMS_SHOWN])
+            + (f"; first problems: {'; '.join(collected.problems[:5])}" if collected.problems else "")
         )
     (out_dir / config.FORMS_TXT).write_text("".join(f"{form[g]} {safe_group(g)}\n" for g in groups), encoding="utf-8")
     (out_dir / ORIGIN_TSV).write_text("id\tgroup\torigin\ttext\n" + "\n".join(origins) + "\n", encoding="utf-8")
