@@ -2,18 +2,25 @@
 
 Inputs:  `model_uri` (runs:/, models:/, m-...; "" = the model of the newest finished train run),
          `data` (a preprocess run's dataset/; "" = the dataset the model was trained on),
-         `eval_split` (test), `beam_width`.
+         `eval_split` (test), `beam_width`. The dataset may come from another source with another charset:
+         labels are encoded with the model's charset, and samples holding characters the model cannot emit
+         are scored as they are (those characters are errors) and counted.
 Outputs: metrics test_loss, test_cer, test_wer (greedy) and test_cer_beam, test_wer_beam, test_ece
-         (expected calibration error of the confidence against exact-word correctness, 10 bins), linked
-         to the logged model; predictions.parquet (id, writer, truth, prediction, confidence, per-sample
-         CER, beam prediction); plots: reliability diagram (reliability.png), CER histogram, CER by word
-         length, character confusions, and the worst and best samples. CER = sum of edit distances / sum of reference characters.
+         (expected calibration error of the confidence against exact-word correctness, 10 bins),
+         test_samples_outside_charset, linked to the logged model; predictions.parquet (id, writer, truth,
+         prediction, confidence, per-sample CER, beam prediction, characters outside the model's charset);
+         charset_report.json (how many samples hold which characters the model cannot emit); plots:
+         reliability diagram (reliability.png), CER histogram, CER by word length, character confusions,
+         and the worst and best samples. CER = sum of edit distances / sum of reference characters.
 
     mlflow run . -e evaluate --env-manager local -P model_uri=runs:/<train_run>/handwriting_recognition_model
+    mlflow run . -e evaluate --env-manager local -P model_uri=models:/HandwritingRecognitionModel@champion \
+        -P data=runs:/<preprocess_run_of_other_data>/dataset
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -70,6 +77,11 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
                 raise NoTrainingData(f"cannot tell which dataset {model_uri} was trained on: pass -P data=<URI>")
             runs.log(f"evaluating on {data} (the model's training data), split {split}")
         dataset = DatasetInfo.load(artifacts.readable_dir(data))
+        if dataset.charset != recognizer.charset:
+            runs.log(
+                f"the dataset's charset ({dataset.charset_size} characters) is not the model's "
+                f"({len(recognizer.charset.characters)}): labels are encoded with the model's"
+            )
         words = ctc.Lexicon.load(lexicon) if lexicon else None  # relative paths: from the project dir
         rows, loss = analysis.predict_split(recognizer, dataset, split, beam_width, lexicon=words)
         if not rows:
@@ -84,6 +96,7 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
             f"{split}_exact_match": summary["exact_match"],
             f"{split}_ece": summary["ece"],
             f"{split}_samples": summary["samples"],
+            f"{split}_samples_outside_charset": summary["samples_outside_charset"],
             **{f"{split}_{k}": summary[k] for k in ("cer_lexicon", "wer_lexicon") if k in summary},
         }
         mlflow.log_metrics(metrics, model_id=info.model_id)
@@ -95,8 +108,17 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
                 "hwr.train_run": info.run_id or "",
             }
         )
+        outside = analysis.outside_charset(rows)
         with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
             out = Path(tmp)
+            report = {
+                "model_characters": len(recognizer.charset.characters),
+                "dataset_characters": dataset.charset_size,
+                "samples": summary["samples"],
+                "samples_outside_charset": summary["samples_outside_charset"],
+                "characters_outside_charset": outside,
+            }
+            (out / "charset_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1))
             pq.write_table(pa.Table.from_pylist(rows), out / config.PREDICTIONS_FILE)
             wanted = analysis.wanted_ids(rows)
             canvases = {
@@ -110,6 +132,12 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
             f"{split}: CER {summary['cer']:.4f} (beam {summary['cer_beam']:.4f}), WER {summary['wer']:.4f}, "
             f"loss {loss:.3f}, ECE {summary['ece']:.3f} over {summary['samples']} words"
             + (f"; with the lexicon CER {summary['cer_lexicon']:.4f}" if "cer_lexicon" in summary else "")
+            + (
+                f"; {summary['samples_outside_charset']} of them hold characters the model cannot emit "
+                f"(scored as errors): {''.join(outside)}"
+                if outside
+                else ""
+            )
         )
 
 

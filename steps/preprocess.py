@@ -5,7 +5,8 @@ Inputs:  `raw_data`, the URI of a download run's raw/ (words.txt + words.tgz, or
          experiment (the log names it). `level` (words | lines) picks the raw files and the canvas:
          image_height/image_width/max_label_length for words, line_height/line_width/max_line_length for lines.
 Outputs: artifact dataset/ of the run: {split}-%05d-of-%05d.tfrecord shards, manifest.parquet,
-         charset.json, stats.json and samples_{split}.png; split sizes, drop reasons and images/s
+         charset.json (from the training split), stats.json (with `unseen_characters`: characters seen
+         only outside train, and how often) and samples_{split}.png; split sizes, drop reasons and images/s
          as metrics; the dataset's digest as a run input (mlflow.log_input) for lineage.
 
     mlflow run . -e preprocess --env-manager local -P raw_data=runs:/<download_run>/raw
@@ -122,6 +123,7 @@ def main(raw_data: str, **params) -> None:
             | {f"writers_{k}": v for k, v in stats["writers"].items()}
             | {f"dropped_{k}": v for k, v in stats["dropped"].items()}
             | {"images_per_second": stats["images_per_second"], "charset_size": stats["charset_size"]}
+            | {"unseen_characters": len(stats["unseen_characters"])}
         )
         _log_lineage(stats, raw_uri)
         runs.log(

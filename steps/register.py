@@ -9,7 +9,8 @@ Outputs: two gates, both logged with their reason (tags hwr.decision, hwr.decisi
             `rejected`, with what to do); the default bar keeps a model that reads nothing out of the registry;
          2. a model already registered (same model URI or train run) is not registered twice (decision
             `unchanged`: its version is reused); otherwise a new version of `model_name` is registered,
-            tagged with its train run, evaluate run, dataset digest and test CER, with a description that
+            tagged with its train run, evaluate run, the data it was evaluated on (hwr.data, hwr.dataset_digest),
+            its test CER and, for a fine-tuned model, its parent (hwr.parent_model), with a description that
             `mlflow ui` shows (figures, dataset, training parameters).
          The alias (models:/<model_name>@<alias>) then moves to the version only when its test CER is
          strictly lower than the current holder's, or when no version holds the alias (`promoted`; else
@@ -34,6 +35,7 @@ from steps.registry.versions import TAG_CER, AliasContention, claim_alias, descr
 from steps.workflow import cli, config, runs
 
 D = config.defaults("register")
+TAG_PARENT = "hwr.parent_model"  # set by train -P init_model=...
 
 
 class RegistrationError(RuntimeError):
@@ -122,6 +124,7 @@ def _register(client: MlflowClient, model_uri: str, name: str, evaluation, train
         "hwr.train_run": train_run,
         "hwr.evaluate_run": evaluation.info.run_id,
         "hwr.dataset_digest": evaluation.data.tags.get("hwr.dataset_digest", ""),
+        "hwr.data": evaluation.data.tags.get("hwr.data", ""),  # the data the gate's CER was measured on
         TAG_CER: repr(cer),
         "hwr.register_run": run_id,
     }
@@ -133,6 +136,8 @@ def _register(client: MlflowClient, model_uri: str, name: str, evaluation, train
         train = client.get_run(train_run) if train_run else None
     except MlflowException:
         train = None
+    if train is not None and train.data.tags.get(TAG_PARENT):  # lineage: the model it was fine-tuned from
+        client.set_model_version_tag(name, version.version, TAG_PARENT, train.data.tags[TAG_PARENT])
     client.update_model_version(name, version.version, description=description(evaluation, train))
     return version
 

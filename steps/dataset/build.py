@@ -15,7 +15,7 @@ from pathlib import Path
 
 from steps.dataset import convert, iam_format
 from steps.dataset.info import DatasetError
-from steps.dataset.plan import PreprocessConfig, Sample, plan
+from steps.dataset.plan import PreprocessConfig, Sample, plan, unseen_characters
 from steps.reports import plots
 from steps.workflow import config
 
@@ -47,6 +47,13 @@ def build(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = 
         flush=True,
     )
     samples, charset, dropped, shard_counts = plan(words, writers, cfg)
+    unseen = unseen_characters((w.text for w in words if w.ok or cfg.keep_err), charset)
+    if unseen:
+        print(
+            f"characters seen only outside the training split (their words are dropped): {_shown(unseen)}",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         result = convert.convert(
             archive, samples, shard_counts, cfg.image_height, cfg.image_width, out_dir, cfg.workers, progress
@@ -79,12 +86,19 @@ def build(raw_dir: Path, out_dir: Path, cfg: PreprocessConfig, progress: bool = 
         "writers": {n: len({s.writer for s in kept if s.split == n}) for n in config.SPLITS},
         "shards": shard_counts,
         "dropped": {k: v for k, v in sorted(dropped.items()) if v},
+        "unseen_characters": unseen,
         "seconds": round(result.seconds, 2),
         "images_per_second": round(len(kept) / max(result.seconds, 1e-9), 1),
         "digest": digest(out_dir),
     }
     (out_dir / config.STATS_FILE).write_text(json.dumps(stats, indent=1))
     return stats
+
+
+def _shown(counts: dict[str, int], limit: int = 30) -> str:
+    """ "'é' ×3, 'ß' ×1" for the first `limit` characters."""
+    more = f" and {len(counts) - limit} more" if len(counts) > limit else ""
+    return ", ".join(f"{c!r} ×{n}" for c, n in list(counts.items())[:limit]) + more
 
 
 def _write_manifest(path: Path, kept: list[Sample], result: convert.ConversionResult) -> None:

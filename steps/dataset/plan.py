@@ -9,7 +9,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from steps.dataset import splits
 from steps.dataset.iam_format import Line, Word
@@ -115,3 +115,13 @@ def plan(
             w = members[i]
             samples.append(Sample(w.id, writer_of[w.id], w.text, name, rank % count))
     return samples, charset, dropped, shard_counts
+
+
+def unseen_characters(texts: Iterable[str], charset: Charset) -> dict[str, int]:
+    """Characters of `texts` missing from the (training split's) charset -> their counts, most frequent first.
+
+    These are what a model trained on the split can never write; their val/test words are dropped.
+    """
+    known = set(charset.characters)
+    counts = Counter(c for t in texts for c in t if c not in known)
+    return dict(counts.most_common())

@@ -31,26 +31,39 @@ def predict_split(
     batch_size: int = 64,
     lexicon: ctc.Lexicon | None = None,
 ) -> tuple[list[dict], float]:
-    """Run the exported model over a split -> (one row per sample, mean CTC loss)."""
-    if info.charset != recognizer.charset:
-        raise DatasetError(
-            "the dataset's charset differs from the model's: evaluate on the data the model "
-            "was trained for (or a dataset preprocessed with the same charset)"
-        )
-    encode = reader.label_encoder(info.charset, info.max_label_length)
+    """Run the exported model over a split -> (one row per sample, mean CTC loss).
+
+    Labels are encoded with the model's charset, whatever the dataset's: a sample holding characters the
+    model cannot emit is still scored as it is (those characters count as errors) and its row lists them
+    in `outside_charset`; the loss, which cannot be computed for it, is the mean over the other samples.
+    """
+    model_chars = recognizer.charset
     rows, losses = [], []
     for batch in reader.records(info, split).batch(batch_size):
-        logits = recognizer.module.logits(batch["image"])
-        labels = tf.map_fn(encode, batch["text"], fn_output_signature=tf.TensorSpec([info.max_label_length], tf.int32))
-        losses.append(ctc.loss(labels, logits).numpy())
+        try:
+            logits = recognizer.module.logits(batch["image"])
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
+            raise DatasetError(
+                f"the dataset's {info.image_height}x{info.image_width} canvases do not fit the model "
+                f"({type(e).__name__}): preprocess with the image_height and image_width the model was trained on"
+            ) from None
+        truths = [t.decode() for t in batch["text"].numpy()]
+        covered = [i for i, t in enumerate(truths) if model_chars.covers(t)]
+        if covered:
+            width = max(len(truths[i]) for i in covered)
+            labels = np.zeros((len(covered), max(width, 1)), np.int32)
+            for row, i in enumerate(covered):
+                ids = model_chars.encode(truths[i])
+                labels[row, : len(ids)] = ids
+            losses.append(ctc.loss(tf.constant(labels), tf.gather(logits, covered)).numpy())
         greedy, greedy_conf = ctc.decode(logits, recognizer.characters)
         beam, beam_conf = ctc.decode(logits, recognizer.characters, beam_width) if beam_width else (greedy, greedy_conf)
         constrained = (
             ctc.decode_lexicon(logits, recognizer.characters, lexicon, max(beam_width, 10))[0] if lexicon else []
         )
         greedy_conf, beam_conf = recognizer.confidence(greedy_conf.numpy()), recognizer.confidence(beam_conf.numpy())
-        for i in range(len(greedy)):
-            truth, pred = batch["text"][i].numpy().decode(), greedy[i].numpy().decode()
+        for i, truth in enumerate(truths):
+            pred = greedy[i].numpy().decode()
             rows.append(
                 {
                     "id": batch["id"][i].numpy().decode(),
@@ -61,10 +74,17 @@ def predict_split(
                     "cer": metrics.edit_distance(truth, pred) / max(len(truth), 1),
                     "prediction_beam": beam[i].numpy().decode(),
                     "confidence_beam": float(beam_conf[i]),
+                    "outside_charset": "".join(sorted(set(truth) - set(model_chars.characters))),
                     **({"prediction_lexicon": constrained[i]} if lexicon else {}),
                 }
             )
     return rows, float(np.mean(np.concatenate(losses))) if losses else float("nan")
+
+
+def outside_charset(rows: list[dict]) -> dict[str, int]:
+    """Characters of the truths the model cannot emit -> in how many samples each occurs, most frequent first."""
+    counts = Counter(c for r in rows for c in r["outside_charset"])
+    return dict(counts.most_common())
 
 
 def summarize(rows: list[dict]) -> dict[str, float]:
@@ -85,6 +105,7 @@ def summarize(rows: list[dict]) -> dict[str, float]:
         "cer_beam": beam["cer"],
         "wer_beam": beam["wer"],
         "samples": len(rows),
+        "samples_outside_charset": sum(bool(r["outside_charset"]) for r in rows),
         "characters": greedy["chars"],
         "exact_match": sum(r["truth"] == r["prediction"] for r in rows) / max(len(rows), 1),
     }
