@@ -35,7 +35,6 @@ from steps.registry.versions import TAG_CER, AliasContention, claim_alias, descr
 from steps.workflow import cli, config, runs
 
 D = config.defaults("register")
-TAG_PARENT = "hwr.parent_model"  # set by train -P init_model=...
 
 
 class RegistrationError(RuntimeError):
@@ -136,8 +135,10 @@ def _register(client: MlflowClient, model_uri: str, name: str, evaluation, train
         train = client.get_run(train_run) if train_run else None
     except MlflowException:
         train = None
-    if train is not None and train.data.tags.get(TAG_PARENT):  # lineage: the model it was fine-tuned from
-        client.set_model_version_tag(name, version.version, TAG_PARENT, train.data.tags[TAG_PARENT])
+    if train is not None and train.data.tags.get(config.TAG_PARENT_MODEL):  # lineage: the model it was fine-tuned from
+        client.set_model_version_tag(
+            name, version.version, config.TAG_PARENT_MODEL, train.data.tags[config.TAG_PARENT_MODEL]
+        )
     client.update_model_version(name, version.version, description=description(evaluation, train))
     return version
 

@@ -10,13 +10,20 @@ Outputs: the pyfunc model `handwriting_recognition_model` (bytes in, text and co
          loss/CER plots, a grid of validation predictions; per-epoch loss, val_loss, val_cer,
          val_wer, learning rate and samples/s. Keeps the best-val-CER weights, stops on a plateau,
          and a rerun with the same data and parameters resumes a killed run from its last epoch.
+Fine-tuning: `init_model` (a model URI, e.g. models:/HandwritingRecognitionModel@champion) starts from that
+         model's weights, its output layer extended for the dataset's new characters (the architecture
+         parameters must be the parent's); `freeze_epochs` keeps the conv blocks frozen that many epochs.
+         Lineage: param init_model as given, tag hwr.parent_model the fixed URI (models:/<name>/<version>).
 
     mlflow run . -e train --env-manager local -P batch_size=32 -P epochs=50 -P train_ratio=0.75 -P val_ratio=0.15
     mlflow run . -e train --env-manager local -P level=lines
+    mlflow run . -e train --env-manager local -P data=runs:/<preprocess_run>/dataset \
+        -P init_model=models:/HandwritingRecognitionModel@champion -P freeze_epochs=2
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +33,7 @@ import mlflow
 
 from steps.dataset.info import DatasetError, DatasetInfo
 from steps.inference.charset import CharsetError
+from steps.inference.loading import ModelLoadError
 from steps.training.errors import ConfigError
 from steps.workflow import artifacts, chain, cli, config, runs
 
@@ -134,11 +142,29 @@ def calibrate(model, info: DatasetInfo):
     help="weight of the auxiliary CTC head on the CNN features (0 = off)",
 )
 @click.option("--seed", type=int, default=D["seed"], show_default=True)
+@click.option(
+    "--init-model", default=D["init_model"], show_default=True, help="start from this model's weights ('' = random)"
+)
+@click.option(
+    "--freeze-epochs",
+    type=click.IntRange(0),
+    default=D["freeze_epochs"],
+    show_default=True,
+    help="with --init-model: epochs the conv blocks stay frozen",
+)
 @cli.user_errors(
-    artifacts.ArtifactError, runs.UpstreamNotFound, chain.StepFailed, DatasetError, ConfigError, CharsetError
+    artifacts.ArtifactError,
+    runs.UpstreamNotFound,
+    chain.StepFailed,
+    DatasetError,
+    ConfigError,
+    CharsetError,
+    ModelLoadError,
 )
 def main(
     data: str,
+    init_model: str,
+    freeze_epochs: int,
     train_ratio: float,
     val_ratio: float,
     level: str,
@@ -153,6 +179,8 @@ def main(
 ) -> None:
     from steps.training.model import ModelConfig
 
+    if freeze_epochs and not init_model:
+        raise click.BadParameter("freeze_epochs applies to fine-tuning: give -P init_model=<model URI> too")
     model = ModelConfig(
         cli.ints(conv_filters), width_pools, column_pool, dense_units, cli.ints(rnn_units), dropout, shortcut
     )
@@ -170,9 +198,11 @@ def main(
             **model_params,
             "dropout": dropout,
             "shortcut": shortcut,
+            "init_model": init_model,
+            "freeze_epochs": freeze_epochs,
         },
     ):
-        from steps.training import export, fit
+        from steps.training import export, fit, warmstart
         from steps.training.report import training_plots
 
         cfg = fit.TrainConfig(model=model, **params)
@@ -194,12 +224,23 @@ def main(
                 "train_samples": info.samples["train"],
             }
         )
+        warm = None
+        if init_model:
+            warm = warmstart.WarmStart(warmstart.load_parent(init_model), freeze_epochs)
+            mlflow.set_tag(config.TAG_PARENT_MODEL, warm.parent.resolved)
+            runs.log(f"fine-tuning {warm.parent.resolved} ({len(warm.parent.charset.characters)} characters)")
         work_dir = fit.work_dir_for(data_dir, cfg)
+        if warm is not None:  # resumable state of a fine-tuning run is its parent's too
+            work_dir = work_dir / f"from-{hashlib.sha256(warm.parent.resolved.encode()).hexdigest()[:12]}"
+            work_dir = work_dir / f"frozen-{freeze_epochs}"
+            work_dir.mkdir(parents=True, exist_ok=True)
         if (work_dir / "history.json").exists():
             runs.log(f"resuming from {work_dir} (state of an earlier run with the same data and parameters)")
             mlflow.set_tag("hwr.resumed", "true")
 
-        fitted = fit.fit(data_dir, work_dir, cfg, on_epoch=lambda epoch, logs: mlflow.log_metrics(logs, step=epoch))
+        fitted = fit.fit(
+            data_dir, work_dir, cfg, on_epoch=lambda epoch, logs: mlflow.log_metrics(logs, step=epoch), warm_start=warm
+        )
         history = fitted.history
         runs.log(fitted.stopped)
         mlflow.set_tag("hwr.stopped", fitted.stopped)
@@ -213,8 +254,11 @@ def main(
         with tempfile.TemporaryDirectory(prefix="train-") as tmp:
             tmp = Path(tmp)
             examples = training_plots(fitted, tmp)
-            calibration = calibrate(fitted.model, info)
-            export.save(fitted.model, info.charset, calibration, info.image_height, info.image_width, tmp / "export")
+            # fitted.dataset's charset: the dataset's, extended by the parent's characters when fine-tuning
+            calibration = calibrate(fitted.model, fitted.dataset)
+            export.save(
+                fitted.model, fitted.dataset.charset, calibration, info.image_height, info.image_width, tmp / "export"
+            )
             for png in sorted(tmp.glob("*.png")):
                 mlflow.log_artifact(str(png))
             model_info = export.log_model(

@@ -25,6 +25,7 @@ from steps.training import inputs
 from steps.training import model as modelib
 from steps.training.errors import ConfigError
 from steps.training.model import ModelConfig
+from steps.training.warmstart import WarmStart, widened
 from steps.workflow import config, progress
 
 
@@ -203,14 +204,24 @@ class EpochReport(keras.callbacks.Callback):
             self.on_epoch(epoch, {k: float(v) for k, v in logs.items()})
 
 
-def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int, dict], None] | None = None) -> Fitted:
+def fit(
+    data_dir: str,
+    work_dir: Path,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    warm_start: WarmStart | None = None,
+) -> Fitted:
     """Train on the dataset at `data_dir` and return the model with the best val-CER weights and its history.
 
     `work_dir` holds the resumable state (Keras BackupAndRestore, best weights, history); a rerun
     with the same `work_dir` continues where a killed run stopped. `on_epoch(epoch, logs)` reports.
+    With `warm_start` the model starts from the parent's weights and its charset is the parent's
+    extended by the dataset's (Fitted.dataset carries that charset).
     """
     keras.utils.set_random_seed(cfg.seed)
     info = DatasetInfo.load(data_dir)
+    if warm_start is not None:
+        info = widened(info, warm_start.parent)
     if info.samples["val"] == 0:
         raise DatasetError("the dataset has no validation samples: preprocess with val_ratio > 0")
     dist = strategy()
@@ -239,6 +250,8 @@ def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int
                 loss={"logits": ctc.loss, "shortcut": ctc.loss},
                 loss_weights={"logits": 1.0, "shortcut": cfg.model.shortcut},
             )
+        if warm_start is not None:
+            warm_start.apply(trainer, info.charset)
     if trainer is not net:
         train_ds, val_ds_fit = (ds.map(lambda x, y: (x, {"logits": y, "shortcut": y})) for ds in (train_ds, val_ds))
     else:
@@ -249,6 +262,7 @@ def fit(data_dir: str, work_dir: Path, cfg: TrainConfig, on_epoch: Callable[[int
     )
     stop = EarlyStop(report, cfg.patience)
     callbacks = [  # in this order: the report writes val_cer into the logs and the history the last two read
+        *(warm_start.callbacks() if warm_start is not None else []),
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
         report,
         keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), min_lr=1e-5),

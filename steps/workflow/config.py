@@ -46,6 +46,7 @@ TAG_CODE_DIGEST = "hwr.code_digest"
 TAG_STEP = "hwr.step"
 TAG_PID = "hwr.pid"  # the process that runs the step, and its host: a RUNNING run whose process is gone is stale
 TAG_HOST = "hwr.host"
+TAG_PARENT_MODEL = "hwr.parent_model"  # train -P init_model: the model it was fine-tuned from (also on the version)
 
 
 @dataclass(frozen=True)
