@@ -47,6 +47,9 @@ def collect(root: Path) -> Collected:
         if not image.is_file():
             out.skip("missing_image", f"{where}: image {path} not found")
             continue
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            out.skip("unsupported_format", f"{where}: {path} is not {', '.join(IMAGE_SUFFIXES)}: convert it")
+            continue
         try:
             with Image.open(image) as im:
                 size = im.size
