@@ -38,16 +38,36 @@ def _json(client, run_id: str, name: str, tmp_path: Path) -> dict:
 def _chain(mlflow_run, client, tmp_path: Path, dataset: str, source: Path) -> dict[str, str]:
     """download -> preprocess -> train -> evaluate for one source; returns the run ids."""
     ids = {}
-    _ok(mlflow_run("-e", "download", "--env-manager", "local", "-P", f"dataset={dataset}", "-P", f"source={source}"))
+    _ok(
+        mlflow_run(
+            "-e",
+            "download",
+            "--env-manager",
+            "local",
+            "-P",
+            f"dataset={dataset}",
+            "-P",
+            f"source={source}",
+            timeout=900,
+        )
+    )
     ids["download"] = _newest(client, "download").info.run_id
     raw = f"runs:/{ids['download']}/{config.RAW_ARTIFACT}"
-    _ok(mlflow_run("-e", "preprocess", "--env-manager", "local", "-P", f"raw_data={raw}", "-P", "shard_size=40"))
+    _ok(
+        mlflow_run(
+            "-e", "preprocess", "--env-manager", "local", "-P", f"raw_data={raw}", "-P", "shard_size=40", timeout=900
+        )
+    )
     ids["preprocess"] = _newest(client, "preprocess").info.run_id
     data = f"runs:/{ids['preprocess']}/{config.DATASET_ARTIFACT}"
-    _ok(mlflow_run("-e", "train", "--env-manager", "local", "-P", f"data={data}", *TINY, timeout=400))
+    _ok(mlflow_run("-e", "train", "--env-manager", "local", "-P", f"data={data}", *TINY, timeout=900))
     ids["train"] = _newest(client, "train").info.run_id
     model = f"runs:/{ids['train']}/{config.MODEL_ARTIFACT}"
-    _ok(mlflow_run("-e", "evaluate", "--env-manager", "local", "-P", f"model_uri={model}", "-P", "beam_width=0"))
+    _ok(
+        mlflow_run(
+            "-e", "evaluate", "--env-manager", "local", "-P", f"model_uri={model}", "-P", "beam_width=0", timeout=900
+        )
+    )
     ids["evaluate"] = _newest(client, "evaluate").info.run_id
     return ids
 
@@ -79,6 +99,7 @@ def test_greek_tsv_folder_then_fine_tuned_on_cyrillic_pages(mlflow_store, mlflow
         mlflow_run(
             *("-e", "evaluate", "--env-manager", "local", "-P", f"model_uri={greek_model}", "-P", f"data={data}"),
             *("-P", "beam_width=0"),
+            timeout=900,
         )
     )
     assert "cannot emit" in stderr
@@ -92,7 +113,7 @@ def test_greek_tsv_folder_then_fine_tuned_on_cyrillic_pages(mlflow_store, mlflow
         mlflow_run(
             *("-e", "train", "--env-manager", "local", "-P", f"data={data}", *TINY),
             *("-P", f"init_model={greek_model}", "-P", "freeze_epochs=1", "-P", "epochs=2"),
-            timeout=400,
+            timeout=900,
         )
     )
     tuned = _newest(client, "train")
@@ -102,8 +123,32 @@ def test_greek_tsv_folder_then_fine_tuned_on_cyrillic_pages(mlflow_store, mlflow
 
     emits = set(loading.load(tuned_model).charset.characters)  # the Greek characters kept, the Cyrillic added
     assert emits == set(charset["characters"]) | set(raw_chars(client, cyrillic, tmp_path))
-    _ok(mlflow_run("-e", "evaluate", "--env-manager", "local", "-P", f"model_uri={tuned_model}", "-P", "beam_width=0"))
-    _ok(mlflow_run("-e", "register", "--env-manager", "local", "-P", f"model_uri={tuned_model}", "-P", "max_cer=1.0"))
+    _ok(
+        mlflow_run(
+            "-e",
+            "evaluate",
+            "--env-manager",
+            "local",
+            "-P",
+            f"model_uri={tuned_model}",
+            "-P",
+            "beam_width=0",
+            timeout=900,
+        )
+    )
+    _ok(
+        mlflow_run(
+            "-e",
+            "register",
+            "--env-manager",
+            "local",
+            "-P",
+            f"model_uri={tuned_model}",
+            "-P",
+            "max_cer=1.0",
+            timeout=900,
+        )
+    )
     version = client.get_model_version(config.REGISTERED_MODEL, "1")
     assert version.tags[config.TAG_PARENT_MODEL] == greek_model and version.tags["hwr.data"] == data
 
@@ -127,7 +172,9 @@ def test_latin_alto_pages_download_to_evaluate(mlflow_store, mlflow_run, tmp_pat
 def test_hostile_xml_alone_fails_download_with_one_clear_line(mlflow_store, mlflow_run, tmp_path):
     (tmp_path / "evil").mkdir()
     (tmp_path / "evil" / "external.xml").write_bytes(own_data.EXTERNAL_ENTITY)
-    proc = mlflow_run("-e", "download", "--env-manager", "local", "-P", "dataset=page", "-P", f"source={tmp_path}/evil")
+    proc = mlflow_run(
+        "-e", "download", "--env-manager", "local", "-P", "dataset=page", "-P", f"source={tmp_path}/evil", timeout=900
+    )
     assert proc.returncode != 0
     assert "nothing usable was found (1 unsafe_xml); first problems: external.xml: refused" in proc.stderr
     assert "/etc/passwd" not in proc.stderr and "root:" not in proc.stderr
