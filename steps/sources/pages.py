@@ -133,7 +133,8 @@ def _crop_page(page: Page, picture: Image.Image, group: str, out: Collected) -> 
             out.skip("unknown_units", f"{group}: coordinates are not pixels and the page size is not given")
             return
         page.scale = (picture.width / page.size[0], picture.height / page.size[1])
-    heights = [_box(r.polygon, page.scale)[3] - _box(r.polygon, page.scale)[1] for r in page.lines if r.polygon]
+    boxes = [_box(r.polygon, page.scale) for r in page.lines if r.polygon]
+    heights = [y1 - y0 for _, y0, _, y1 in boxes]
     band = statistics.median(heights) if heights else picture.height / 30
     for number, line in enumerate(page.lines):
         where = f"{group} line {line.id or number}"

@@ -55,5 +55,8 @@ def parse(root: ET.Element) -> Page:
     for _, region in regions:
         for line in (c for c in region if local(c.tag) == "TextLine"):
             words = tuple(Region(**_region(w)) for w in line if local(w.tag) == "Word")
-            lines.append(Line(**_region(line), words=words))
+            fields = _region(line)
+            if not fields["text"].strip():  # some tools transcribe only the words
+                fields["text"] = " ".join(w.text for w in words if w.text.strip())
+            lines.append(Line(**fields, words=words))
     return Page(page.get("imageFilename", ""), lines)
