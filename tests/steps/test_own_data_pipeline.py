@@ -178,3 +178,38 @@ def test_hostile_xml_alone_fails_download_with_one_clear_line(mlflow_store, mlfl
     assert proc.returncode != 0
     assert "nothing usable was found (1 unsafe_xml); first problems: external.xml: refused" in proc.stderr
     assert "/etc/passwd" not in proc.stderr and "root:" not in proc.stderr
+
+
+def test_the_champion_evaluated_on_cyrillic_words_then_fine_tuned_on_them(tmp_path_factory, mlflow_run, tmp_path):
+    """The registered tiny model (Latin) as the parent: scored on a Cyrillic folder as it is, then fine-tuned."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from steps.inference import loading
+    from tests import model_fixture
+
+    model = model_fixture.tiny_model(tmp_path_factory)
+    env = model_fixture.env(model)
+    client = MlflowClient(model.tracking_uri)
+    own_data.tsv_folder(tmp_path / "cyr", own_data.CYRILLIC, writers=4, per_writer=12)
+    step = ("--env-manager", "local")
+    _ok(mlflow_run("-e", "download", *step, "-P", "dataset=folder", "-P", f"source={tmp_path / 'cyr'}", env=env))
+    raw = f"runs:/{runs.find_run('download', experiment_id='0', client=client).info.run_id}/{config.RAW_ARTIFACT}"
+    _ok(mlflow_run("-e", "preprocess", *step, "-P", f"raw_data={raw}", "-P", "shard_size=40", env=env, timeout=900))
+    data = f"runs:/{runs.find_run('preprocess', experiment_id='0', client=client).info.run_id}/dataset"
+    args = ("-P", f"model_uri={model.champion_uri}", "-P", f"data={data}", "-P", "beam_width=0")
+    assert "cannot emit" in _ok(mlflow_run("-e", "evaluate", *step, *args, env=env, timeout=900))
+    scored = runs.find_run("evaluate", experiment_id="0", client=client)
+    assert scored.data.metrics["test_samples_outside_charset"] == scored.data.metrics["test_samples"] > 0
+    tiny = ("-P", "conv_filters=8,16", "-P", "rnn_units=32", "-P", "dense_units=16", "-P", "batch_size=8")
+    tune = ("-P", f"init_model={model.champion_uri}", "-P", "freeze_epochs=1", "-P", "epochs=2")
+    _ok(mlflow_run("-e", "train", *step, "-P", f"data={data}", *tiny, *tune, env=env, timeout=900))
+    tuned = runs.find_run("train", experiment_id="0", client=client)
+    assert tuned.data.tags[config.TAG_PARENT_MODEL] == model.version_uri  # the alias, resolved to its version
+    mlflow.set_tracking_uri(model.tracking_uri)
+    try:
+        parent = loading.load(model.version_uri).charset.characters
+        child = loading.load(f"runs:/{tuned.info.run_id}/{config.MODEL_ARTIFACT}").charset.characters
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert set(parent) < set(child) and set(child) - set(parent) <= set("".join(own_data.CYRILLIC))
