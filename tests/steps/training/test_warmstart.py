@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from steps.inference import ctc
+from steps.inference.calibration import Calibration
 from steps.inference.charset import Charset
 from steps.training import export, warmstart
 from steps.training import model as modelib
@@ -22,7 +23,7 @@ OLD = Charset(("a", "b", "c"))
 def _parent(tmp_path, cfg: ModelConfig = CFG) -> tuple[warmstart.Parent, dict[str, np.ndarray]]:
     """Export a trained-looking network as train does, and read it back as fine-tuning does."""
     net = modelib.build(cfg, 32, 64, OLD.size)
-    export.save(net, OLD, 32, 64, tmp_path / "export")
+    export.save(net, OLD, Calibration.identity(), 32, 64, tmp_path / "export")
     module = tf.saved_model.load(str(tmp_path / "export" / "saved_model"))
     weights = {warmstart.key(v.name): v.numpy() for v in module.variables}
     return warmstart.Parent("models:/M@champion", "models:/M/3", OLD, weights), {
