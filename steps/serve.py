@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import socket
 
