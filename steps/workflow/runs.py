@@ -45,6 +45,7 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
     from steps.workflow.params import check
 
     check({step: params})
+    _bound_cache()
     # SIGTERM unwinds from here on (Killed), so the temporary directory goes and the run never stays RUNNING
     previous = signal.signal(signal.SIGTERM, _raise_killed) if _main_thread() else None
     try:
@@ -80,6 +81,23 @@ def start_step(step: str, params: Mapping[str, object]) -> Iterator[mlflow.Activ
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _bound_cache() -> None:
+    """Keep the cache under its bound (workflow/cache.py), saying what went; a bad bound is a parameter error."""
+    from steps.workflow import cache
+    from steps.workflow.params import ParamError
+
+    try:
+        limit = cache.limit_bytes()
+    except ValueError as e:
+        raise ParamError(str(e)) from None
+    removed = cache.prune(config.cache_dir(), limit)
+    if removed:
+        log(
+            f"cache: removed the {len(removed)} least recently used entries of {config.cache_dir()} to stay under "
+            f"{cache.LIMIT_ENV}={limit / 2**30:g}"
+        )
 
 
 _OWNER = ".hwr-step-owner"  # "<host> <pid>" of the step that made the directory
