@@ -14,10 +14,9 @@ from tests import own_data
 
 pytestmark = pytest.mark.slow
 
-TINY = (  # a small network and one epoch: these tests check the plumbing, not the reading
-    *("-P", "conv_filters=16,32", "-P", "rnn_units=32", "-P", "dense_units=32", "-P", "batch_size=8"),
-    *("-P", "epochs=1", "-P", "patience=1"),
-)
+# a small network and one epoch: these tests check the plumbing, not the reading
+TINY_NET = ("-P", "conv_filters=16,32", "-P", "rnn_units=32", "-P", "dense_units=32", "-P", "batch_size=8")
+TINY = (*TINY_NET, "-P", "epochs=1", "-P", "patience=1")
 
 
 def _ok(proc) -> str:
@@ -111,7 +110,7 @@ def test_greek_tsv_folder_then_fine_tuned_on_cyrillic_pages(mlflow_store, mlflow
 
     _ok(
         mlflow_run(
-            *("-e", "train", "--env-manager", "local", "-P", f"data={data}", *TINY),
+            *("-e", "train", "--env-manager", "local", "-P", f"data={data}", *TINY_NET, "-P", "patience=1"),
             *("-P", f"init_model={greek_model}", "-P", "freeze_epochs=1", "-P", "epochs=2"),
             timeout=900,
         )
@@ -145,7 +144,7 @@ def test_greek_tsv_folder_then_fine_tuned_on_cyrillic_pages(mlflow_store, mlflow
             "-P",
             f"model_uri={tuned_model}",
             "-P",
-            "max_cer=1.0",
+            "max_cer=2",  # a 2-epoch tiny model may read nothing (or insert): the lineage is what is checked
             timeout=900,
         )
     )
