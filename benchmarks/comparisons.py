@@ -48,8 +48,45 @@ def comparisons(res: dict, mode: dict, cores: int) -> list[dict]:
         rows += _train_rows(res["train"])
     if "serve" in res:
         rows += _serve_rows(res["serve"], mode["requests"])
+    if "scaling" in res:
+        rows += _scaling_rows(res["scaling"])
     if "quality" in res:
         rows += _quality_rows(res["quality"])
+    return rows
+
+
+def _scaling_rows(s: dict) -> list[dict]:
+    """Preprocess and training throughput per data size, each against the smallest size (1x): a ratio near 1
+    means the cost grows linearly with the data."""
+    base = s[min(s, key=lambda k: s[k]["words"])]
+    rows = []
+    for key, size in s.items():
+        pre, fit = size["preprocess"], size["train"]
+        images = pre["images"]
+        rows.append(
+            row(
+                f"Scaling, preprocess images/s at {key} ({size['words']:,} words, {images:,} images)",
+                "images/s",
+                pre["images_per_second"],
+                base["preprocess"]["images_per_second"],
+                "higher",
+                measure=pre["_measure"],
+                note=f"build {pre['build_seconds']:.1f} s",
+                baseline_name="1x",
+            )
+        )
+        rows.append(
+            row(
+                f"Scaling, training samples/s at {key} ({fit['images_per_epoch']:,} training images)",
+                "samples/s",
+                fit["steady_samples_per_second"],
+                base["train"]["steady_samples_per_second"],
+                "higher",
+                measure=fit["_measure"],
+                note=f"{fit['epoch_seconds'][-1]:.0f} s per epoch, peak RSS {fit['peak_rss_bytes'] / 2**20:,.0f} MB",
+                baseline_name="1x",
+            )
+        )
     return rows
 
 

@@ -3,6 +3,7 @@
     python benchmarks/run.py --quick      # 1500 synthetic words, 3 x 60 requests per level: ~5 minutes
     python benchmarks/run.py              # 6000 words, 3 x 200 requests per level, profiles: ~20-30 minutes
     python benchmarks/run.py --quick --phases quality   # only the CER comparison with the Keras example
+    python benchmarks/run.py --phases scaling           # preprocess and training at 1x, 4x, 16x the quick set
 
 Measures, in one run, and prints a table (comparison, ours, baseline, ratio, target, met?) and
 writes benchmarks/results.json with both figures and their ratio for every comparison:
@@ -20,7 +21,9 @@ writes benchmarks/results.json with both figures and their ratio for every compa
 5. peak RSS of both servers and of training;
 6. quality: test CER on the held-out fonts of ours (the train step's fit, MLproject's defaults, 6 epochs quick,
    20 full) vs the Keras IAM example's model, pipeline and set-up (keras_model.py, keras_baseline.py) trained on
-   the same words for the same wall-clock seconds, both decoded greedily and scored alike (versus_keras.py).
+   the same words for the same wall-clock seconds, both decoded greedily and scored alike (versus_keras.py);
+7. scaling (only when asked: --phases scaling): preprocess images/s and training samples/s at 1x, 4x and 16x
+   the quick set (1,500 / 6,000 / 24,000 words), each against 1x, so a user sees how the cost grows.
 
 Everything it makes lives in benchmarks/work/ (gitignored): per data size (data-1500, data-6000)
 the synthetic words (steps.sources.synthetic, reused across runs), their PNG files and the TFRecord
@@ -142,6 +145,36 @@ def train(runner: harness.Runner, mode: dict, common: dict) -> dict:
     return out
 
 
+def scaling(runner: harness.Runner, base_words: int, num_writers: int, factors: tuple[int, ...], epochs: int) -> dict:
+    """How the cost grows with the data: preprocess (all cores) and training (default model, `epochs` epochs,
+    no validation) at `factors` times `base_words` synthetic words, each size generated once and reused."""
+    out = {}
+    for factor in factors:
+        words = base_words * factor
+        raw, pngs = harness.prepare_data(runner, words, num_writers, False)
+        data_dir = harness.data_root(runner.work, words) / "dataset"
+        pre = runner.phase(
+            "preprocess",
+            "preprocess",
+            {"raw_dir": str(raw), "out_dir": str(data_dir), "workers": 0},
+            tag=f"scale-{factor}x-preprocess",
+        )
+        fit = runner.phase(
+            "train",
+            "train",
+            {
+                "data_dir": str(data_dir),
+                "raw_dir": str(raw),
+                "words_dir": str(pngs),
+                "epochs": epochs,
+                "pipeline": "ours",
+            },
+            tag=f"scale-{factor}x-train",
+        )
+        out[f"{factor}x"] = {"words": words, "preprocess": pre, "train": fit}
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small data and request counts, no profiles (a few minutes)")
@@ -150,7 +183,7 @@ def main() -> int:
     p.add_argument(
         "--phases",
         default="preprocess,input,train,serve,quality",
-        help="comma-separated subset of preprocess,input,train,serve,quality (serve needs train)",
+        help="comma-separated subset of preprocess,input,train,serve,quality,scaling (serve needs train; scaling is not in the default set: it generates 1x, 4x and 16x the quick set)",
     )
     p.add_argument("--requests", type=int, help="requests per concurrency level (default 60 quick, 200 full)")
     p.add_argument(
@@ -234,6 +267,9 @@ def main() -> int:
         res["serve"] = servers.serving(
             runner, root, MODEL_URI, mode["requests"], mode["serve_repeats"], tracking_uri, a.mlflow_workers
         )
+
+    if "scaling" in phases:
+        res["scaling"] = scaling(runner, MODES["quick"]["num_words"], mode["num_writers"], (1, 4, 16), 2)
 
     if "quality" in phases:
         res["quality"] = runner.phase(

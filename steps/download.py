@@ -43,6 +43,7 @@ import mlflow
 
 from steps.sources import http, iam
 from steps.sources.errors import DownloadError
+from steps.sources.raw import describe_raw
 from steps.workflow import cli, config, redaction, runs
 
 D = config.defaults("download")
@@ -70,7 +71,7 @@ def _synthetic(
             "dataset=iam only (drop them, or add -P dataset=iam)"
         )
     # imported here: they pull in the image stack, which iam does not need
-    from steps.sources import iam_lines, synthetic, synthetic_lines
+    from steps.sources import synthetic, synthetic_lines
 
     started = time.monotonic()
     if level == "lines":
@@ -90,12 +91,16 @@ def _synthetic(
         "bytes": 0,
         "bytes_downloaded": 0,
         "download_seconds": round(seconds, 3),
-        **(iam_lines.describe_raw(out) if level == "lines" else iam.describe_raw(out)),
+        **describe_raw(out, level),
     }
 
 
-def _own(dataset: str, source: str, sha256: str, out: Path, work: Path) -> dict:
-    """folder / page / alto: the user's files, written into the canonical layout by sources/layout.py."""
+def _own(dataset: str, level: str, source: str, sha256: str, out: Path, work: Path) -> dict:
+    """folder / page / alto: the user's files, written into the canonical layout by sources/layout.py.
+
+    page/alto hold lines (and words where the XML has them), whatever `level`; a folder's images are what the
+    user says they are: words, or with level=lines lines (each writer's in path order).
+    """
     from steps.sources import alto, folder, layout, pages, pagexml, tree  # the image stack, as synthetic
 
     started = time.monotonic()
@@ -105,9 +110,18 @@ def _own(dataset: str, source: str, sha256: str, out: Path, work: Path) -> dict:
         "page": lambda r: pages.collect(r, pagexml.parse, "page"),
         "alto": lambda r: pages.collect(r, alto.parse, "alto"),
     }
-    written = layout.write(readers[dataset](root), out)
+    collected = readers[dataset](root)
+    if dataset == "folder" and level == "lines":
+        collected = layout.as_lines(collected)
+    written = layout.write(collected, out)
     runs.log(layout.summary_line(written) + "".join(f"\n  {p}" for p in written["problems"]))
-    raw = iam.describe_raw(out) if written["items"]["words"] else {"words": 0, "images": 0}
+    if not written["items"][level]:
+        other = "lines" if level == "words" else "words"
+        raise DownloadError(
+            f"{http.redact(source)} holds no {level} ({written['items'][other]} {other}): "
+            + (f"ask for -P level={other}" if written["items"][other] else "nothing usable")
+        )
+    raw = describe_raw(out, level)
     return {
         "dataset": dataset,
         "source": http.redact(source),
@@ -158,7 +172,7 @@ def main(
             if dataset == "synthetic":
                 info = _synthetic(out, level, source, sha256, num_words, num_writers, num_lines, seed)
             elif dataset in OWN_DATA:  # words, and page/alto lines, whatever the level
-                info = _own(dataset, source, sha256, out, Path(tmp))
+                info = _own(dataset, level, source, sha256, out, Path(tmp))
             elif level == "lines":
                 from steps.sources import iam_lines
 

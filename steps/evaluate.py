@@ -77,6 +77,7 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
                 raise NoTrainingData(f"cannot tell which dataset {model_uri} was trained on: pass -P data=<URI>")
             runs.log(f"evaluating on {data} (the model's training data), split {split}")
         dataset = DatasetInfo.load(artifacts.readable_dir(data))
+        unit = config.LEVELS[dataset.level].unit
         if dataset.charset != recognizer.charset:
             runs.log(
                 f"the dataset's charset ({dataset.charset_size} characters) is not the model's "
@@ -126,11 +127,11 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
                 for ex in reader.records(dataset, split).as_numpy_iterator()
                 if ex["id"].decode() in wanted
             }
-            analysis.error_plots(rows, canvases, out)
+            analysis.error_plots(rows, canvases, out, unit)
             mlflow.log_artifacts(tmp)
         runs.log(
             f"{split}: CER {summary['cer']:.4f} (beam {summary['cer_beam']:.4f}), WER {summary['wer']:.4f}, "
-            f"loss {loss:.3f}, ECE {summary['ece']:.3f} over {summary['samples']} words"
+            f"loss {loss:.3f}, ECE {summary['ece']:.3f} over {summary['samples']} {unit}s"
             + (f"; with the lexicon CER {summary['cer_lexicon']:.4f}" if "cer_lexicon" in summary else "")
             + (
                 f"; {summary['samples_outside_charset']} of them hold characters the model cannot emit "

@@ -12,6 +12,7 @@ import concurrent.futures
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -121,7 +122,8 @@ def server(pipeline_run):
 
 
 def test_main_level_lines_registers_a_line_model_apart_from_word_models(pipeline_run):
-    root, env, _ = pipeline_run
+    root, env, proc = pipeline_run
+    assert re.search(r"test: CER \S+ .* over \d+ lines", proc.stderr), "evaluate counts lines, not words"
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     assert [m.name for m in client.search_registered_models()] == [LINES_MODEL]
     champion = client.get_model_version_by_alias(LINES_MODEL, config.CHAMPION_ALIAS)

@@ -126,12 +126,13 @@ def worst_and_best(rows: list[dict], count: int = GRID_ROWS) -> tuple[list[dict]
     return worst, best[:count]
 
 
-def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path) -> None:
-    """CER histogram, reliability diagram, CER by word length, top confusions and the worst/best grid into `out`.
+def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path, unit: str = "word") -> None:
+    """CER histogram, reliability diagram, CER by length, top confusions and the worst/best grid into `out`.
 
-    `canvases` must hold the image of every sample worst_and_best(rows) picks.
+    `canvases` must hold the image of every sample worst_and_best(rows) picks; `unit` names a sample ("word",
+    "line") in the plots' labels.
     """
-    plots.histogram([r["cer"] for r in rows], out / "cer_histogram.png", "per-word CER", "CER")
+    plots.histogram([r["cer"] for r in rows], out / "cer_histogram.png", f"per-{unit} CER", "CER")
     correct = [r["truth"] == r["prediction"] for r in rows]
     confidence = [r["confidence"] for r in rows]
     plots.reliability(
@@ -139,6 +140,7 @@ def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path) ->
         calibration.expected_calibration_error(confidence, correct, RELIABILITY_BINS),
         RELIABILITY_BINS,
         out / "reliability.png",
+        unit,
     )
     by_length: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     confusions: Counter = Counter()
@@ -152,8 +154,8 @@ def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path) ->
         [str(n) for n in lengths],
         [by_length[n][0] / max(by_length[n][1], 1) for n in lengths],
         out / "cer_by_length.png",
-        "CER by word length",
-        "characters in word",
+        f"CER by {unit} length",
+        f"characters in the {unit}",
         "CER",
     )
     top = confusions.most_common(20)

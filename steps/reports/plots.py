@@ -128,10 +128,10 @@ def bars(
     return _save(fig, path)
 
 
-def reliability(table: Sequence[dict], ece: float, bins: int, path: Path) -> Path:
-    """A reliability diagram from calibration.reliability's rows: per confidence bin, the fraction of words
-    read exactly right (bars), the gap to the bin's mean confidence (red), the diagonal a perfectly
-    calibrated model would follow, and below it how many words fall in each bin."""
+def reliability(table: Sequence[dict], ece: float, bins: int, path: Path, unit: str = "word") -> Path:
+    """A reliability diagram from calibration.reliability's rows: per confidence bin, the fraction of samples
+    (`unit`s: words, lines) read exactly right (bars), the gap to the bin's mean confidence (red), the diagonal a
+    perfectly calibrated model would follow, and below it how many samples fall in each bin."""
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width, lows = 1.0 / bins, [b["low"] for b in table]
     accuracy, confidence = [b["accuracy"] for b in table], [b["confidence"] for b in table]
@@ -150,11 +150,11 @@ def reliability(table: Sequence[dict], ece: float, bins: int, path: Path) -> Pat
     )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("fraction of words read right")
+    ax.set_ylabel(f"fraction of {unit}s read right")
     ax.set_title(f"reliability of the confidence (ECE {ece:.3f})")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     counts.bar(lows, [b["count"] for b in table], width=width, align="edge", color="gray", edgecolor="white")
     counts.set_xlabel("confidence")
-    counts.set_ylabel("words")
+    counts.set_ylabel(f"{unit}s")
     return _save(fig, path)

@@ -10,52 +10,12 @@ import time
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-from steps.dataset import iam_format
 from steps.sources import archives, http
 from steps.sources.archives import ASCII_ARCHIVE
 from steps.sources.errors import CorruptArchive, DownloadError
 from steps.sources.http import Fetched
+from steps.sources.raw import describe_raw
 from steps.workflow import config
-
-# ---------------------------------------------------------------- the raw layout
-
-
-def describe_raw(out_dir: Path, origin: str = "") -> dict:
-    """Validate a canonical raw dir (words.txt + words.tgz) and count what it holds.
-
-    Also the final check for synthetic data, so every raw/ passes the same gate. `origin` names
-    where the files came from, for error messages.
-    """
-    words_txt, archive = out_dir / config.WORDS_TXT, out_dir / config.WORDS_ARCHIVE
-    if not words_txt.exists():
-        raise archives.missing_words_txt(str(out_dir))
-    with open(words_txt, encoding="utf-8", errors="replace") as f:
-        words, malformed = iam_format.parse_words(f)
-    if not words:
-        raise DownloadError(
-            f"{config.WORDS_TXT} has no word lines (id ok|err grey x y w h tag text): it is not IAM's words.txt."
-        )
-    images = archives.scan_words_archive(
-        archive, f"{config.WORDS_ARCHIVE} from {origin}" if origin else config.WORDS_ARCHIVE
-    )
-    ids = {iam_format.member_id(n) for n in images}
-    matched = sum(w.id in ids for w in words)
-    if matched == 0:
-        raise DownloadError(
-            f"no word of {config.WORDS_TXT} has an image in {config.WORDS_ARCHIVE} "
-            f"(first image: {images[0]}): the two files do not belong together."
-        )
-    ok = sum(w.ok for w in words)
-    present = [p for p in (words_txt, archive, out_dir / config.FORMS_TXT) if p.exists()]
-    return {
-        "words": len(words),
-        "words_ok": ok,
-        "words_err": len(words) - ok,
-        "malformed_lines": len(malformed),
-        "images": len(images),
-        "words_without_image": len(words) - matched,
-        "raw_files": {p.name: {"sha256": http.sha256_file(p), "bytes": p.stat().st_size} for p in present},
-    }
 
 
 def _local(source: str) -> Fetched:
@@ -218,4 +178,4 @@ def _unpack(layout: str, fetched: dict[str, Fetched], out_dir: Path, source: str
             if forms.is_file():
                 archives.place(forms, out_dir / config.FORMS_TXT)
     words = fetched.get("") or fetched[config.WORDS_ARCHIVE]
-    return describe_raw(out_dir, words.source)
+    return describe_raw(out_dir, "words", words.source)

@@ -14,47 +14,14 @@ import time
 import urllib.parse
 from pathlib import Path, PurePosixPath
 
-from steps.dataset import iam_format
 from steps.sources import archives, http
 from steps.sources.archives import ASCII_ARCHIVE
 from steps.sources.errors import DownloadError
 from steps.sources.http import Fetched
+from steps.sources.raw import describe_raw
 from steps.workflow import config
 
 LEVEL = config.LEVELS["lines"]
-
-
-def describe_raw(out_dir: Path, origin: str = "") -> dict:
-    """Validate a canonical lines raw dir (lines.txt + lines.tgz) and count what it holds."""
-    text, archive = out_dir / LEVEL.text_file, out_dir / LEVEL.archive
-    if not text.exists():
-        raise DownloadError(f"{origin or out_dir} has no {LEVEL.text_file}: lines need it beside {LEVEL.archive}.")
-    with open(text, encoding="utf-8", errors="replace") as f:
-        lines, malformed = iam_format.parse_lines(f)
-    if not lines:
-        raise DownloadError(
-            f"{LEVEL.text_file} has no line entries (id ok|err grey components x y w h text): "
-            "it is not IAM's lines.txt."
-        )
-    images = archives.scan_words_archive(archive, f"{LEVEL.archive} from {origin}" if origin else LEVEL.archive)
-    ids = {iam_format.member_id(n) for n in images}
-    matched = sum(line.id in ids for line in lines)
-    if matched == 0:
-        raise DownloadError(
-            f"no line of {LEVEL.text_file} has an image in {LEVEL.archive} (first image: {images[0]}): "
-            "the two files do not belong together."
-        )
-    ok = sum(line.ok for line in lines)
-    present = [p for p in (text, archive, out_dir / config.FORMS_TXT) if p.exists()]
-    return {
-        "lines": len(lines),
-        "lines_ok": ok,
-        "lines_err": len(lines) - ok,
-        "malformed_lines": len(malformed),
-        "images": len(images),
-        "lines_without_image": len(lines) - matched,
-        "raw_files": {p.name: {"sha256": http.sha256_file(p), "bytes": p.stat().st_size} for p in present},
-    }
 
 
 def resolve_source(source: str) -> tuple[str, dict[str, str]]:
@@ -162,5 +129,5 @@ def prepare_iam_lines(
         "bytes": sum(f.bytes for f in fetched.values()),
         "bytes_downloaded": sum(f.downloaded for f in fetched.values()),
         "download_seconds": round(download_seconds, 3),
-        **describe_raw(out_dir, fetched[LEVEL.archive].source),
+        **describe_raw(out_dir, "lines", fetched[LEVEL.archive].source),
     }

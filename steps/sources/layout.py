@@ -22,7 +22,7 @@ import re
 import tarfile
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from steps.sources.errors import DownloadError
@@ -58,6 +58,17 @@ class Collected:
     def skip(self, reason: str, message: str) -> None:
         self.skipped[reason] += 1
         self.problems.append(message)
+
+
+def as_lines(collected: Collected) -> Collected:
+    """The same items as lines instead of words (a folder of line images): numbered per group in the order
+    they were listed, which is the reading order a lines.txt id records."""
+    numbers: Counter = Counter()
+    lines = []
+    for item in collected.words:
+        lines.append(replace(item, line=numbers[item.group]))
+        numbers[item.group] += 1
+    return replace(collected, words=[], lines=collected.lines + lines)
 
 
 def normalise(text: str) -> str:

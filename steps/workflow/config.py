@@ -57,11 +57,12 @@ class Level:
     archive: str  # the image archive in raw/
     canvas_params: tuple[str, str, str]  # preprocess's parameters holding its canvas height, width, max label length
     model_suffix: str  # appended to register's model_name, so word and line models never share a registered model
+    unit: str  # what one sample is called in logs and plots: "word", "line"
 
 
 LEVELS = {
-    "words": Level(WORDS_TXT, WORDS_ARCHIVE, ("image_height", "image_width", "max_label_length"), ""),
-    "lines": Level(LINES_TXT, LINES_ARCHIVE, ("line_height", "line_width", "max_line_length"), "-lines"),
+    "words": Level(WORDS_TXT, WORDS_ARCHIVE, ("image_height", "image_width", "max_label_length"), "", "word"),
+    "lines": Level(LINES_TXT, LINES_ARCHIVE, ("line_height", "line_width", "max_line_length"), "-lines", "line"),
 }
 
 # Default IAM sources.

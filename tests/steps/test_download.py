@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 
 from steps import download
 from steps.workflow import config
+from tests import own_data
 from tests.steps.sources.test_http import PASSWORD, USER, mirror_zip, official_dir, sha, words_txt
 
 METRICS = {"bytes_downloaded", "download_seconds", "throughput", "words", "images"}
@@ -163,6 +165,26 @@ def test_mlflow_run_synthetic(mlflow_store, mlflow_run, tmp_path):
     assert info["dataset"] == "synthetic" and info["words"] == 200 and info["synthetic"]["writers"] == 5
     assert run.data.metrics["words"] == 200 and run.data.metrics["images"] == 200
     assert {"raw/words.txt", "raw/words.tgz"} <= artifact_files(mlflow_store, run.info.run_id)
+
+
+def test_a_folder_downloads_as_lines_when_asked_and_pages_without_words_say_so(mlflow_store, mlflow_run, tmp_path):
+    src = tmp_path / "own"
+    own_data.tsv_folder(src, ("a line of text", "another line"), writers=2, per_writer=3)
+    proc = mlflow_run(
+        "-e", "download", "--env-manager", "local", "-P", "level=lines", "-P", "dataset=folder", "-P", f"source={src}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = only_run(mlflow_store)
+    assert run.data.metrics["lines"] == 6 and run.data.params["level"] == "lines"
+    assert {"raw/lines.txt", "raw/lines.tgz"} <= artifact_files(mlflow_store, run.info.run_id)
+    assert "raw/words.txt" not in artifact_files(mlflow_store, run.info.run_id)
+    pages = tmp_path / "pages"
+    own_data.page_folder(pages, "page", pages=1, lines=2, vocabulary=own_data.GREEK)
+    xml = pages / "page0.xml"
+    xml.write_text(re.sub(r"<Word .*?</Word>", "", xml.read_text(encoding="utf-8")), encoding="utf-8")  # lines only
+    proc = mlflow_run("-e", "download", "--env-manager", "local", "-P", "dataset=page", "-P", f"source={pages}")
+    assert proc.returncode != 0
+    assert "holds no words (2 lines): ask for -P level=lines" in proc.stderr
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from PIL import Image
 from steps.dataset import iam_format
 from steps.sources import alto, folder, layout, pages, pagexml, tree
 from steps.sources.errors import DownloadError
+from steps.sources.raw import describe_raw
 from tests import own_data
 
 
@@ -45,6 +46,33 @@ def test_tsv_folder_keeps_good_rows_and_counts_each_broken_one_with_its_line(tmp
     assert sorted(set(forms.values())) == ["hand_0", "hand_1", "hand_2"]  # the writer column, made a single field
     assert {w.form for w in words} == set(forms)
     assert set(_images(tmp_path / "raw" / "words.tgz")) == {w.id for w in words}
+
+
+def test_a_folder_of_line_images_becomes_lines_numbered_per_writer_in_listing_order(tmp_path):
+    rows = ["path\ttext\twriter"]
+    for w in range(2):
+        (tmp_path / "src" / f"hand{w}").mkdir(parents=True)
+        for i in range(3):
+            own_data.word_image("x", w).save(tmp_path / "src" / f"hand{w}" / f"{2 - i}.png")  # listed 2, 1, 0
+            rows.append(f"hand{w}/{2 - i}.png\tline {i} of  hand\t{w}")
+    (tmp_path / "src" / "labels.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "raw"
+    out.mkdir()
+    info = layout.write(layout.as_lines(folder.collect(tmp_path / "src")), out)
+    assert info["items"] == {"words": 0, "lines": 6} and not (out / "words.txt").exists()
+    lines, malformed = iam_format.parse_lines((out / "lines.txt").read_text(encoding="utf-8").splitlines())
+    assert not malformed and len({line.id for line in lines}) == 6
+    by_form = {}
+    for line in lines:
+        by_form.setdefault(line.form, []).append((line.id, line.text))
+    assert [[t for _, t in sorted(v)] for v in by_form.values()] == [
+        ["line 0 of hand", "line 1 of hand", "line 2 of hand"]
+    ] * 2
+    origin = (out / layout.ORIGIN_TSV).read_text(encoding="utf-8")
+    first = next(i for i, t in sorted(by_form[lines[0].form]))
+    assert f"{first}\t0\tlabels.tsv line 2\t" in origin  # the first listed row is the writer's line 00
+    assert describe_raw(out, "lines")["lines"] == 6
+    assert set(_images(out / "lines.tgz")) == {line.id for line in lines}
 
 
 def test_text_is_nfc_once_at_ingestion_and_sidecar_txt_layout_works(tmp_path):

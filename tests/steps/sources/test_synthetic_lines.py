@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from steps.dataset import iam_format
-from steps.sources import iam_lines, synthetic, synthetic_lines
+from steps.sources import synthetic, synthetic_lines
+from steps.sources.raw import describe_raw
 from steps.workflow import config
 
 NUM_LINES, NUM_WRITERS = 40, 4
@@ -53,7 +54,7 @@ def test_iam_lines_layout_that_the_parser_and_the_raw_check_accept(generated):
     assert all(MEMBER.match(m) for m in members), sorted(members)[:3]
     assert {iam_format.member_id(m) for m in members} == {line.id for line in lines}
     assert sum(not line.ok for line in lines) == counts["err"] > 0
-    described = iam_lines.describe_raw(a)
+    described = describe_raw(a, "lines")
     assert (described["lines"], described["images"], described["lines_without_image"]) == (NUM_LINES, NUM_LINES, 0)
     # every line has several words, in IAM's spelling (| in the file, words in the parsed text)
     assert all(len(line.text.split()) >= synthetic_lines.WORDS_PER_LINE[0] for line in lines)
