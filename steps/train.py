@@ -14,6 +14,8 @@ Fine-tuning: `init_model` (a model URI, e.g. models:/HandwritingRecognitionModel
          model's weights, its output layer extended for the dataset's new characters (the architecture
          parameters must be the parent's); `freeze_epochs` keeps the conv blocks frozen that many epochs.
          Lineage: param init_model as given, tag hwr.parent_model the fixed URI (models:/<name>/<version>).
+Several machines: with TF_CONFIG naming two or more workers (steps/training/cluster.py) every worker runs this
+         step with the same `data` URI; worker 0 (the chief) logs the run and the model, the others log nothing.
 
     mlflow run . -e train --env-manager local -P batch_size=32 -P epochs=50 -P train_ratio=0.75 -P val_ratio=0.15
     mlflow run . -e train --env-manager local -P level=lines
@@ -79,6 +81,23 @@ def calibrate(model, info: DatasetInfo):
     mlflow.log_metric("calibration_samples", calibration.samples)
     runs.log(f"confidence calibrated on {calibration.samples} validation words ({len(calibration.scores)} knots)")
     return calibration
+
+
+def train_as_worker(machines, data: str, init_model: str, freeze_epochs: int, model, params: dict) -> None:
+    """A worker other than the chief: trains its share in step with the others and logs nothing (the chief
+    logs the run, its metrics and the model). Its resumable state sits beside the chief's."""
+    from steps.training import fit, warmstart
+
+    cfg = fit.TrainConfig(model=model, **params)
+    data_dir = artifacts.readable_dir(data)
+    warm = warmstart.WarmStart(warmstart.load_parent(init_model), freeze_epochs) if init_model else None
+    work_dir = fit.work_dir_for(data_dir, cfg)
+    work_dir = work_dir.with_name(f"{work_dir.name}-worker{machines.index}")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    runs.log(f"worker {machines.index} of {machines.workers}: training with the chief on {data}")
+    fitted = fit.fit(data_dir, work_dir, cfg, warm_start=warm)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    runs.log(f"worker {machines.index}: {fitted.stopped}; the chief (worker 0) logs the run and the model")
 
 
 @click.command(help=__doc__.split("\n\n")[0])
@@ -186,6 +205,15 @@ def main(
     )
     logged = {"conv_filters": ",".join(map(str, model.conv_filters)), "rnn_units": ",".join(map(str, model.rnn_units))}
     model_params = {"width_pools": width_pools, "column_pool": column_pool, "dense_units": dense_units}
+    from steps.training import cluster
+
+    machines = cluster.from_env()
+    if machines.workers > 1 and not data:
+        raise click.BadParameter(
+            "multi-worker training (TF_CONFIG) needs the same -P data=<dataset URI> on every worker"
+        )
+    if not machines.chief:
+        return train_as_worker(machines, data, init_model, freeze_epochs, model, params)
     with runs.start_step(
         "train",
         {
@@ -211,6 +239,12 @@ def main(
         mlflow.set_tag("hwr.data", data_uri)
         info = DatasetInfo.load(data_dir)
         mlflow.set_tag("hwr.level", info.level)  # the data's level, whatever -P level said
+        if machines.workers > 1:
+            mlflow.set_tag("hwr.workers", str(machines.workers))
+            runs.log(
+                f"chief of {machines.workers} workers: each reads every {machines.workers}th of the "
+                f"{info.shards['train']} training shards, the batch of {cfg.batch_size} is per worker"
+            )
         if info.samples["train"] == 0:
             raise DatasetError(f"{data_uri} has no training samples")
         # The figures the seed logged, plus what a reader needs to reproduce the run.

@@ -59,7 +59,7 @@ def main() -> int:
     from steps.training import model as modelib
 
     cfg = train_config()
-    info = DatasetInfo.load(latest_data_root(a.work_dir) / "dataset")
+    info = DatasetInfo.load(str(latest_data_root(a.work_dir) / "dataset"))
     keras.utils.set_random_seed(cfg.seed)
     net, trainer = modelib.build_for_training(cfg.model, info.image_height, info.image_width, info.charset.size)
     train_ds = inputs.batches(info, "train", cfg.batch_size, training=cfg.augment, seed=cfg.seed)

@@ -14,11 +14,19 @@ from steps.inference.charset import Charset
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def records(info: DatasetInfo, split: str, shuffle_files: bool = False) -> tf.data.Dataset:
-    """Parsed examples of one split: {id, writer, text, image uint8 [H, W, 1]}."""
+def records(
+    info: DatasetInfo, split: str, shuffle_files: bool = False, shard: tuple[int, int] | None = None
+) -> tf.data.Dataset:
+    """Parsed examples of one split: {id, writer, text, image uint8 [H, W, 1]}.
+
+    `shard` = (i, n) reads only files i, i + n, ... of the split (one worker's share in multi-worker training);
+    the count of examples is then not known in advance.
+    """
     files = tfrecords.shard_files(info.data_dir, split)
+    if shard is not None:
+        files = files[shard[0] :: shard[1]]
     if not files:
-        raise DatasetError(f"no {split} shards in {info.data_dir}")
+        raise DatasetError(f"no {split} shards in {info.data_dir}" + (f" for worker {shard[0]}" if shard else ""))
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files:
         ds = ds.shuffle(len(files), reshuffle_each_iteration=True)
@@ -29,6 +37,8 @@ def records(info: DatasetInfo, split: str, shuffle_files: bool = False) -> tf.da
         deterministic=not shuffle_files,
     )
     ds = ds.map(lambda r: tfrecords.parse(r, info.image_height, info.image_width), num_parallel_calls=AUTOTUNE)
+    if shard is not None:
+        return ds
     # A known length lets Keras show progress and size its epochs without a first blind pass.
     return ds.apply(tf.data.experimental.assert_cardinality(info.samples[split]))
 

@@ -87,9 +87,10 @@ def save(
 def calibrate(model: tf.keras.Model, canvases: tf.data.Dataset, charset: Charset) -> Calibration:
     """Fit the confidence calibration on validation examples ({text, image} batches): raw score -> P(exact)."""
     chars = tf.constant(list(charset.characters), tf.string)
+    read = tf.function(lambda images: ctc.decode(model(imaging.to_model_input(images), training=False), chars))
     scores, correct = [], []
     for batch in canvases:
-        texts, raw = ctc.decode(model(imaging.to_model_input(batch["image"]), training=False), chars)
+        texts, raw = read(batch["image"])
         scores.extend(raw.numpy().tolist())
         correct.extend(t == r for t, r in zip(texts.numpy(), batch["text"].numpy()))
     return isotonic(scores, correct)

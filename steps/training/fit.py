@@ -21,7 +21,7 @@ from steps.dataset import reader
 from steps.dataset.info import DatasetError, DatasetInfo
 from steps.evaluation import metrics
 from steps.inference import ctc
-from steps.training import inputs
+from steps.training import cluster, inputs
 from steps.training import model as modelib
 from steps.training.errors import ConfigError
 from steps.training.model import ModelConfig
@@ -122,16 +122,6 @@ def check_feasible(cfg: TrainConfig, info: DatasetInfo, train_texts: list[str]) 
         )
 
 
-def strategy() -> tf.distribute.Strategy:
-    """Default strategy on one device, MirroredStrategy over several GPUs, MultiWorker when TF_CONFIG names workers."""
-    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    if len(tf_config.get("cluster", {}).get("worker", [])) > 1:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(tf.config.list_logical_devices("GPU")) > 1:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def work_dir_for(data_dir: str, cfg: TrainConfig) -> Path:
     """Resumable state lives under the cache, keyed by dataset, configuration and code (not by run id)."""
     key = hashlib.sha256(json.dumps([data_dir, asdict(cfg), config.code_digest()], sort_keys=True).encode())
@@ -174,6 +164,9 @@ class EpochReport(keras.callbacks.Callback):
         self.train_samples, self.on_epoch = train_samples, on_epoch
         self.history_file, self.best_file = work_dir / "history.json", work_dir / "best.weights.h5"
         self.history = read_history(self.history_file)
+        # One graph for the model call and the decoding: called eagerly per batch, the same work took 6.1 s of
+        # a 26-s epoch instead of 0.9 s (benchmarks/profiles/profile_train.py, default model, 886 words).
+        self.decode = tf.function(lambda images: ctc.decode(self.recogniser(images, training=False), self.characters))
 
     def on_epoch_begin(self, epoch, logs=None):
         # Epochs 0..epoch-1 are done: a kill after the history was written but before Keras' backup was makes
@@ -187,7 +180,7 @@ class EpochReport(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         predicted = []
         for images, _ in self.val_ds:
-            texts, _ = ctc.decode(self.recogniser(images, training=False), self.characters)
+            texts, _ = self.decode(images)
             predicted += [t.decode() for t in texts.numpy()]
         rates = metrics.error_rates(self.val_texts, predicted)
         logs["val_cer"], logs["val_wer"] = rates["cer"], rates["wer"]
@@ -224,15 +217,26 @@ def fit(
         info = widened(info, warm_start.parent)
     if info.samples["val"] == 0:
         raise DatasetError("the dataset has no validation samples: preprocess with val_ratio > 0")
-    dist = strategy()
-    global_batch = cfg.batch_size * dist.num_replicas_in_sync
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE
-        if info.shards.get("train", 0) >= dist.num_replicas_in_sync
-        else tf.data.experimental.AutoShardPolicy.DATA
-    )
-    train_ds = inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed)
+    machines = cluster.from_env()
+    if machines.workers > 1:
+        cluster.check_shards(info, machines)
+    dist = cluster.strategy(machines)
+    global_batch = cfg.batch_size * dist.num_replicas_in_sync  # batch_size is per replica
+    two_heads = cfg.model.shortcut > 0  # the trainer's second output (model.build_for_training)
+    heads = (lambda ds: ds.map(lambda x, y: (x, {"logits": y, "shortcut": y}))) if two_heads else (lambda ds: ds)
+    steps = None
+    if machines.workers > 1:
+
+        def share(batch: int, shard: tuple[int, int]) -> tf.data.Dataset:
+            # each worker its own augmentation seeds, or both would warp their (different) images alike
+            return heads(
+                inputs.batches(info, "train", batch, training=cfg.augment, seed=cfg.seed + shard[0], shard=shard)
+            )
+
+        train_ds = cluster.worker_batches(dist, share, global_batch)
+        steps = inputs.steps_per_epoch(info, "train", global_batch)
+    else:
+        train_ds = heads(inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed))
     val_ds = inputs.batches(info, "val", global_batch)
     val_texts = [t.decode() for t in reader.records(info, "val").map(lambda ex: ex["text"]).as_numpy_iterator()]
     train_texts = [t.decode() for t in reader.records(info, "train").map(lambda ex: ex["text"]).as_numpy_iterator()]
@@ -252,11 +256,11 @@ def fit(
             )
         if warm_start is not None:
             warm_start.apply(trainer, info.charset)
-    if trainer is not net:
-        train_ds, val_ds_fit = (ds.map(lambda x, y: (x, {"logits": y, "shortcut": y})) for ds in (train_ds, val_ds))
-    else:
-        val_ds_fit = val_ds
-    train_ds = train_ds.with_options(options)
+    assert (trainer is not net) == two_heads
+    val_ds_fit = heads(val_ds)
+    if machines.workers > 1:
+        val_ds_fit = cluster.whole_on_every_worker(val_ds_fit)
+        cluster.patch_keras_fit(trainer, dist)
     report = EpochReport(
         net, val_ds, val_texts, tf.constant(list(info.charset.characters)), info.samples["train"], work_dir, on_epoch
     )
@@ -269,9 +273,17 @@ def fit(
         stop,
         progress.epoch_lines(),  # a line every 30 s within an epoch (verbose=2 prints only at its end)
     ]
-    trainer.fit(train_ds, validation_data=val_ds_fit, epochs=cfg.epochs, callbacks=callbacks, verbose=2)
+    trainer.fit(
+        train_ds, validation_data=val_ds_fit, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
+    )
     if report.best_file.exists():
         trainer.load_weights(report.best_file)  # the recogniser shares the trainer's layers
+    if machines.workers > 1:
+        # The chief exports and calibrates alone, after the other workers have gone: on a copy whose variables
+        # are plain, so nothing it does afterwards waits for a collective the others will never join.
+        weights = trainer.get_weights()
+        net, trainer = modelib.build_for_training(cfg.model, info.image_height, info.image_width, info.charset.size)
+        trainer.set_weights(weights)
     epochs = len(report.history["val_cer"])
     stopped = stop.reason or (
         f"ran all {cfg.epochs} epochs"

@@ -62,14 +62,22 @@ def augment(canvas: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return augment_batch(canvas[tf.newaxis], seed)[0]
 
 
-def batches(info: DatasetInfo, split: str, batch_size: int, training: bool = False, seed: int = 0) -> tf.data.Dataset:
+def batches(
+    info: DatasetInfo,
+    split: str,
+    batch_size: int,
+    training: bool = False,
+    seed: int = 0,
+    shard: tuple[int, int] | None = None,
+) -> tf.data.Dataset:
     """(float image [B, H, W, 1], int32 labels [B, max_label_length]) batches for Keras fit/evaluate.
 
     Parsed canvases are cached in memory when they fit (so each epoch after the first costs no I/O),
     augmentation runs after the cache and only when training, and prefetch overlaps input with compute.
+    `shard` = (i, n): only files i, i + n, ... of the split (reader.records).
     """
     encode = label_encoder(info.charset, info.max_label_length)
-    ds = records(info, split, shuffle_files=training).map(
+    ds = records(info, split, shuffle_files=training, shard=shard).map(
         lambda ex: (ex["image"], encode(ex["text"])), num_parallel_calls=AUTOTUNE
     )
     n = info.samples[split]
