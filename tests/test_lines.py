@@ -26,7 +26,7 @@ from PIL import Image
 
 from steps.sources import synthetic_lines
 from steps.workflow import config
-from tests.steps.test_serve import free_port, stop, wait_healthy
+from tests.servers import free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.slow  # real `mlflow run` steps, a server and training
 

@@ -11,7 +11,7 @@ import pytest
 
 from steps.dataset.info import DatasetInfo
 from steps.workflow import artifacts, config
-from tests.scaleout.engines import free_port
+from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines]
 

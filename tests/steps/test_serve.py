@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -26,6 +25,7 @@ import requests
 from steps.serving.app import create_app
 from steps.serving.limits import Limits
 from tests import model_fixture
+from tests.servers import free_port, stop, wait_healthy
 
 pytestmark = pytest.mark.slow  # real `mlflow run` steps, servers or training
 
@@ -36,42 +36,6 @@ CURL = shutil.which("curl") or "/usr/bin/curl"
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> model_fixture.TinyModel:
     return model_fixture.tiny_model(tmp_path_factory)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url + "/health", timeout=1).json() == {"status": "ok"}:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def stop(proc: subprocess.Popen, group: bool = False) -> None:
-    """Terminate (then kill) a server we started, and its process group when it was started as one."""
-    if proc.poll() is None:
-        (os.killpg(proc.pid, signal.SIGTERM) if group else proc.terminate())
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            (os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill())
-            proc.wait(15)
-    elif group:  # the leader is gone; make sure no child (the real server) outlives it
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,7 @@ import time
 import pytest
 import requests
 
-from tests import model_fixture
-from tests.steps.serving import servers
+from tests import model_fixture, servers
 
 pytestmark = pytest.mark.slow  # real servers over a trained model
 
@@ -54,7 +53,7 @@ def started(registry, tmp_path_factory):
         yield out
     finally:
         for proc, _, _ in out.values():
-            servers.stop(proc)
+            servers.stop(proc, group=True)
 
 
 def test_the_server_switches_when_the_alias_moves_and_drops_no_request(registry, started):

@@ -26,6 +26,7 @@ from steps.serving.app import create_app
 from steps.serving.limits import Limits
 from steps.serving.server import make_server
 from tests import model_fixture
+from tests.servers import free_port, wait_healthy
 
 pytestmark = pytest.mark.slow  # a real server over a real model
 
@@ -409,23 +410,3 @@ def test_a_large_decode_runs_alone_and_leaves_the_server_no_larger(tiny, png, tm
             proc.kill()
             proc.wait()
     assert "Traceback" not in log.read_text()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if requests.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")

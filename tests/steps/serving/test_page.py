@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import model_fixture
-from tests.steps.serving import servers
+from tests import model_fixture, servers
 
 pytestmark = pytest.mark.slow  # a real server and a real browser
 
@@ -42,7 +41,7 @@ def server(tiny, tmp_path_factory):
         servers.wait_healthy(url, proc, log)
         yield url
     finally:
-        servers.stop(proc)
+        servers.stop(proc, group=True)
 
 
 @pytest.fixture(scope="module")
