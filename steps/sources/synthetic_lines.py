@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from steps.sources import synthetic
 from steps.sources.synthetic import Job, Writer
 from steps.workflow import config
+from steps.workflow.progress import bar as tqdm  # one redrawn line in a terminal, whole lines in a log
 
 _LINE_SALT, _LINE_PLAN_SALT = 11, 13
 WORDS_PER_LINE = (3, 9)  # tokens per line, uniform: shorter than IAM's ~9, so a CPU canvas stays legible

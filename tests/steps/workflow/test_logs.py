@@ -30,7 +30,7 @@ HARMLESS = (
 def _run_to_file(args: list[str], log: Path, env: dict[str, str]) -> str:
     with open(log, "w") as f:
         proc = subprocess.run(args, cwd=config.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=f, timeout=900)
-    text = log.read_text()
+    text = log.read_bytes().decode("utf-8", "replace")  # read_text() would turn a "\r" into "\n"
     assert proc.returncode == 0, text[-3000:]
     return text
 
@@ -49,6 +49,20 @@ def test_a_progress_bar_in_a_log_file_is_whole_lines(tmp_path):
     assert "\r" not in text
     assert 2 <= len(lines) <= 6 and all(line.startswith("words:") for line in lines)  # periodic, not per update
     assert lines[-1].startswith("words: 100%") and "30/30" in lines[-1]
+
+
+def test_the_synthetic_samples_log_whole_lines_to_a_file(tmp_path):
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from steps.sources import synthetic, synthetic_lines\n"
+        "synthetic.generate(Path(sys.argv[1]) / 'w', 40, 3, 1)\n"
+        "synthetic_lines.generate(Path(sys.argv[1]) / 'l', 12, 3, 1)\n"
+    )
+    env = dict(os.environ, HWR_PROGRESS_SECONDS="0.2")
+    text = _run_to_file([sys.executable, "-c", code, str(tmp_path)], tmp_path / "log.txt", env)
+    assert "\r" not in text
+    assert "synthetic words: 100%" in text and "synthetic lines: 100%" in text
 
 
 @pytest.mark.slow
