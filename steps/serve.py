@@ -52,9 +52,11 @@ import click
 
 from steps.workflow import cli, config, runs
 
-# oneDNN's CPU allocator pools what it frees and never returns it: one 36-megapixel decode would leave the
-# server ~500 MB larger for good. Set before TensorFlow is imported; a user's own setting wins.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# oneDNN's own CPU allocator pools what it frees and never returns it: one 36-megapixel decode left the server
+# ~480 MB larger for good. The system allocator gives it back (with memory.release's malloc_trim) and keeps
+# oneDNN's speed: turning oneDNN off instead cost 2.2x at concurrency 1 (README, "Performance"). Set before
+# TensorFlow is imported; a user's own setting wins.
+os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 D = config.defaults("serve")
 
 
