@@ -6,6 +6,7 @@ the function the exported model runs inside its graph.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from steps.reports import plots
 
 GRID_ROWS = 8  # samples per row of worst_and_best.png
 RELIABILITY_BINS = 10  # equal-width confidence bins of the ECE and the reliability plot
+LENGTH_BARS = 20  # at most this many bars in cer_by_length.png (lengths are grouped beyond)
 
 
 def predict_split(
@@ -126,6 +128,24 @@ def worst_and_best(rows: list[dict], count: int = GRID_ROWS) -> tuple[list[dict]
     return worst, best[:count]
 
 
+def cer_by_length(rows: list[dict], bars: int = LENGTH_BARS) -> tuple[list[str], list[float]]:
+    """(labels, CER) per truth length, lengths grouped into ranges ("30-32") when more than `bars` would be
+    needed (words span ~1-20 characters, lines 10-90); each CER is errors over characters in that group."""
+    if not rows:
+        return [], []
+    lengths = [len(r["truth"]) for r in rows]
+    low = min(lengths)
+    width = math.ceil((max(lengths) - low + 1) / bars)
+    groups: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for r, n in zip(rows, lengths):
+        acc = groups[low + (n - low) // width * width]
+        acc[0] += metrics.edit_distance(r["truth"], r["prediction"])
+        acc[1] += n
+    keys = sorted(groups)
+    labels = [str(k) if width == 1 else f"{k}-{k + width - 1}" for k in keys]
+    return labels, [groups[k][0] / max(groups[k][1], 1) for k in keys]
+
+
 def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path, unit: str = "word") -> None:
     """CER histogram, reliability diagram, CER by length, top confusions and the worst/best grid into `out`.
 
@@ -142,22 +162,11 @@ def error_plots(rows: list[dict], canvases: dict[str, np.ndarray], out: Path, un
         out / "reliability.png",
         unit,
     )
-    by_length: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     confusions: Counter = Counter()
     for r in rows:
-        acc = by_length[len(r["truth"])]
-        acc[0] += metrics.edit_distance(r["truth"], r["prediction"])
-        acc[1] += len(r["truth"])
         confusions.update(f"{a or '∅'}→{b or '∅'}" for a, b in metrics.alignment(r["truth"], r["prediction"]) if a != b)
-    lengths = sorted(by_length)
-    plots.bars(
-        [str(n) for n in lengths],
-        [by_length[n][0] / max(by_length[n][1], 1) for n in lengths],
-        out / "cer_by_length.png",
-        f"CER by {unit} length",
-        f"characters in the {unit}",
-        "CER",
-    )
+    labels, rates = cer_by_length(rows)
+    plots.bars(labels, rates, out / "cer_by_length.png", f"CER by {unit} length", f"characters in the {unit}", "CER")
     top = confusions.most_common(20)
     plots.bars(
         [k for k, _ in top],

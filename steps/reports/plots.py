@@ -122,6 +122,8 @@ def bars(
         ax.barh(list(labels)[::-1], list(values)[::-1], color="indianred")
     else:
         ax.bar(list(labels), list(values), color="steelblue")
+        if sum(len(label) for label in labels) > 60:  # would run into each other across a 7-inch axis
+            ax.tick_params(axis="x", labelrotation=60, labelsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
