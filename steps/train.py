@@ -231,7 +231,7 @@ def main(
         },
     ):
         from steps.training import export, fit, warmstart
-        from steps.training.report import training_plots
+        from steps.training.report import augmentation_grid, training_plots
 
         cfg = fit.TrainConfig(model=model, **params)
         data_uri = resolve_data(data, train_ratio, val_ratio, level)
@@ -288,6 +288,8 @@ def main(
         with tempfile.TemporaryDirectory(prefix="train-") as tmp:
             tmp = Path(tmp)
             examples = training_plots(fitted, tmp)
+            if cfg.augment:
+                augmentation_grid(fitted, tmp)
             # fitted.dataset's charset: the dataset's, extended by the parent's characters when fine-tuning
             calibration = calibrate(fitted.model, fitted.dataset)
             export.save(

@@ -53,7 +53,7 @@ def test_train_logs_metrics_per_epoch_params_plots_and_model(step_chain, trained
     assert (p["batch_size"], p["epochs"], p["image_height"], p["image_width"]) == ("16", "2", "32", "128")
     assert p["train_ratio"] == "0.75" and p["val_ratio"] == "0.15" and p["max_sequence_length"] == "24"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"loss.png", "cer.png", "val_predictions.png"} <= artifacts
+    assert {"loss.png", "cer.png", "val_predictions.png", "augmented.png"} <= artifacts
     assert run.data.metrics["calibration_samples"] > 0  # fitted on the validation words
     import mlflow
 

@@ -138,6 +138,31 @@ def test_augment_keeps_most_of_the_ink():
         assert 0.5 < out.sum() / c.numpy().astype(float).sum() < 1.6
 
 
+def test_grain_differs_between_images_and_stays_a_few_grey_levels():
+    blank = tf.zeros([8, H, W, 1], tf.uint8)
+    out = inputs.augment_batch(blank, tf.constant([3, 9], tf.int64)).numpy().astype(int)
+    noisy = [o for o in out if o.any()]  # an image drawn with zero grain amplitude stays blank
+    assert len(noisy) >= 4 and len({o.tobytes() for o in noisy}) == len(noisy)
+    assert max(o.max() for o in noisy) <= 40  # grain, not ink: ink is 255
+    assert 0.5 < np.mean([o.std() for o in noisy]) < 6.0
+
+
+def test_noise_bank_is_the_same_in_every_process():
+    inputs.noise_bank.cache_clear()
+    a = inputs.noise_bank(H, W)
+    inputs.noise_bank.cache_clear()
+    np.testing.assert_array_equal(a, inputs.noise_bank(H, W))
+    assert a.shape == (inputs.NOISE_PATTERNS, H, 2 * W, 1) and a.dtype == np.int8
+    assert 5.0 < a.std() < 7.0
+
+
+def test_the_training_reader_feeds_the_warp_scaled_to_unit_range(dataset_dir):
+    info = DatasetInfo.load(str(dataset_dir))
+    x, _ = next(iter(inputs.batches(info, "train", batch_size=4, training=True, seed=1)))
+    assert x.dtype == tf.float32 and float(tf.reduce_min(x)) >= 0.0 and float(tf.reduce_max(x)) <= 1.0
+    assert float(tf.reduce_max(x)) > 0.5  # ink survives
+
+
 # --- reading a dataset directory -------------------------------------------------------------------
 
 
