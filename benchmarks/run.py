@@ -63,10 +63,11 @@ from harness import log  # noqa: E402
 from steps.workflow import config  # noqa: E402  (harness put the repository on sys.path)
 
 MODEL_URI = f"models:/{config.REGISTERED_MODEL}/1"
+WRITERS = int(config.defaults("download")["num_writers"])  # the sample's default: every hand held out or trained
 MODES = {
     "quick": dict(
         num_words=1500,
-        num_writers=60,
+        num_writers=WRITERS,
         requests=60,
         serve_repeats=3,
         train_epochs=2,
@@ -80,7 +81,7 @@ MODES = {
     ),
     "full": dict(
         num_words=6000,
-        num_writers=60,
+        num_writers=WRITERS,
         requests=200,
         serve_repeats=3,
         train_epochs=3,
