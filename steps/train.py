@@ -37,6 +37,7 @@ from steps.dataset.info import DatasetError, DatasetInfo
 from steps.inference.charset import CharsetError
 from steps.inference.loading import ModelLoadError
 from steps.training.errors import ConfigError
+from steps.training.schedule import SCHEDULES
 from steps.workflow import artifacts, chain, cli, config, runs
 
 D = config.defaults("train")
@@ -128,6 +129,13 @@ def train_as_worker(machines, data: str, init_model: str, freeze_epochs: int, mo
     default=D["patience"],
     show_default=True,
     help="epochs without a better val CER before stopping",
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(SCHEDULES),
+    default=D["lr_schedule"],
+    show_default=True,
+    help="cosine: decay over the planned epochs; plateau: halve when val_loss stalls",
 )
 @click.option("--augment", type=click.BOOL, default=D["augment"], show_default=True)
 @click.option(

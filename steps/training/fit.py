@@ -21,7 +21,7 @@ from steps.dataset import reader
 from steps.dataset.info import DatasetError, DatasetInfo
 from steps.evaluation import metrics
 from steps.inference import ctc
-from steps.training import cluster, inputs
+from steps.training import cluster, inputs, schedule
 from steps.training import model as modelib
 from steps.training.errors import ConfigError
 from steps.training.model import ModelConfig
@@ -37,6 +37,7 @@ class TrainConfig:
     epochs: int
     learning_rate: float
     patience: int
+    lr_schedule: str  # schedule.SCHEDULES
     augment: bool
     seed: int
     model: ModelConfig
@@ -49,6 +50,7 @@ class TrainConfig:
             epochs=int(params["epochs"]),
             learning_rate=float(params["learning_rate"]),
             patience=int(params["patience"]),
+            lr_schedule=str(params["lr_schedule"]),
             augment=modelib.parse_bool(params["augment"]),
             seed=int(params["seed"]),
             model=ModelConfig.from_params(params),
@@ -115,6 +117,8 @@ def check_feasible(cfg: TrainConfig, info: DatasetInfo, train_texts: list[str]) 
             f"pools (-P width_pools={max(cfg.model.width_pools - 1, 0)}), a wider canvas at preprocess "
             f"(-P image_width={info.image_width * 2}) or a lower -P max_label_length"
         )
+    if cfg.lr_schedule not in schedule.SCHEDULES:
+        raise ConfigError(f"lr_schedule must be one of {', '.join(schedule.SCHEDULES)}, got {cfg.lr_schedule!r}")
     if cfg.batch_size > info.samples["train"]:
         raise ConfigError(
             f"batch_size {cfg.batch_size} is larger than the {info.samples['train']} training samples: "
@@ -142,6 +146,23 @@ def read_history(path: Path) -> dict[str, list[float]]:
         pass
     print(f"warning: discarding the damaged training history {path}", file=sys.stderr, flush=True)
     return {}
+
+
+class CosineDecay(keras.callbacks.Callback):
+    """Sets the optimizer's rate before every batch from the global step (epoch * steps + batch), so a run
+    resumed at epoch k by BackupAndRestore continues the same curve (schedule.cosine)."""
+
+    def __init__(self, initial: float, epochs: int, steps: int):
+        super().__init__()
+        self.initial, self.steps, self.total, self.epoch = initial, steps, epochs * steps, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(
+            schedule.cosine(self.epoch * self.steps + batch, self.total, self.initial)
+        )
 
 
 class EpochReport(keras.callbacks.Callback):
@@ -224,7 +245,8 @@ def fit(
     global_batch = cfg.batch_size * dist.num_replicas_in_sync  # batch_size is per replica
     two_heads = cfg.model.shortcut > 0  # the trainer's second output (model.build_for_training)
     heads = (lambda ds: ds.map(lambda x, y: (x, {"logits": y, "shortcut": y}))) if two_heads else (lambda ds: ds)
-    steps = None
+    # the epoch's length (an epoch of a small dataset is more than one pass: schedule.MIN_STEPS_PER_EPOCH)
+    steps = schedule.steps_per_epoch(info.samples["train"], global_batch)
     if machines.workers > 1:
 
         def share(batch: int, shard: tuple[int, int]) -> tf.data.Dataset:
@@ -234,9 +256,8 @@ def fit(
             )
 
         train_ds = cluster.worker_batches(dist, share, global_batch)
-        steps = inputs.steps_per_epoch(info, "train", global_batch)
     else:
-        train_ds = heads(inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed))
+        train_ds = heads(inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed)).repeat()
     val_ds = inputs.batches(info, "val", global_batch)
     val_texts = [t.decode() for t in reader.records(info, "val").map(lambda ex: ex["text"]).as_numpy_iterator()]
     train_texts = [t.decode() for t in reader.records(info, "train").map(lambda ex: ex["text"]).as_numpy_iterator()]
@@ -269,7 +290,13 @@ def fit(
         *(warm_start.callbacks() if warm_start is not None else []),
         keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
         report,
-        keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=max(1, cfg.patience // 2), min_lr=1e-5),
+        (
+            CosineDecay(cfg.learning_rate, cfg.epochs, steps)
+            if cfg.lr_schedule == "cosine"
+            else keras.callbacks.ReduceLROnPlateau(
+                "val_loss", factor=0.5, patience=max(1, cfg.patience // 2), min_lr=1e-5
+            )
+        ),
         stop,
         progress.epoch_lines(),  # a line every 30 s within an epoch (verbose=2 prints only at its end)
     ]

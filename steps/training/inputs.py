@@ -7,7 +7,6 @@ directory may be a local path or any URI tf.io.gfile reads, so remote data is st
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import tensorflow as tf
@@ -124,7 +123,3 @@ def batches(
     else:
         ds = ds.map(lambda images, labels: (imaging.to_model_input(images), labels), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
-
-
-def steps_per_epoch(info: DatasetInfo, split: str, batch_size: int) -> int:
-    return math.ceil(info.samples[split] / batch_size)

@@ -159,6 +159,7 @@ def test_train_resumes_after_being_killed(step_chain, tmp_path):
         epochs=3,
         learning_rate=1e-3,
         patience=5,
+        lr_schedule="cosine",
         augment=True,
         seed=1,
         model=ModelConfig(

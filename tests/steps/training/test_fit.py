@@ -46,7 +46,9 @@ def info(width: int = 128, train: int = 100) -> DatasetInfo:
 
 
 def cfg(width_pools: int = 2, batch_size: int = 32, conv=(32, 64)) -> TrainConfig:
-    return TrainConfig(batch_size, 3, 1e-3, 3, False, 0, ModelConfig(conv, width_pools, True, 16, (16,), 0.0, 0.0))
+    return TrainConfig(
+        batch_size, 3, 1e-3, 3, "cosine", False, 0, ModelConfig(conv, width_pools, True, 16, (16,), 0.0, 0.0)
+    )
 
 
 def test_too_few_time_steps_for_the_longest_label_is_refused_with_the_fix():

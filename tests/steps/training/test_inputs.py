@@ -257,8 +257,3 @@ def test_training_batches_are_augmented_but_still_valid(dataset_dir):
     assert not any(np.array_equal(a, p) for a in x for p in plain)
     chars = DatasetInfo.load(str(dataset_dir)).charset
     assert sorted(chars.decode(r) for r in labels.numpy()) == sorted(TEXTS["train"])
-
-
-def test_steps_per_epoch(dataset_dir):
-    assert inputs.steps_per_epoch(DatasetInfo.load(str(dataset_dir)), "train", 4) == 3
-    assert inputs.steps_per_epoch(DatasetInfo.load(str(dataset_dir)), "test", 4) == 1
