@@ -44,7 +44,10 @@ def test_a_worse_version_moved_in_meanwhile_loses_the_alias_again(registry):
     registry.set_registered_model_alias(NAME, ALIAS, "1")
 
     def late_worse_move():
-        time.sleep(versions.SETTLE_SECONDS / 3)
+        # right after version 2's move, as a register that read the holder just before it would: waiting a
+        # fixed time instead made the race depend on how fast the store answered (it lost on a loaded machine)
+        while holder(registry) != "2":
+            time.sleep(0.01)
         registry.set_registered_model_alias(NAME, ALIAS, "3")
 
     racer = threading.Thread(target=late_worse_move)
@@ -59,7 +62,8 @@ def test_a_better_version_moved_in_meanwhile_keeps_it(registry):
     registry.set_registered_model_alias(NAME, ALIAS, "1")
 
     def late_better_move():
-        time.sleep(versions.SETTLE_SECONDS / 3)
+        while holder(registry) != "3":  # right after version 3's move (see the test above)
+            time.sleep(0.01)
         registry.set_registered_model_alias(NAME, ALIAS, "2")
 
     racer = threading.Thread(target=late_better_move)
