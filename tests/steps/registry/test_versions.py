@@ -46,7 +46,8 @@ def test_a_worse_version_moved_in_meanwhile_loses_the_alias_again(registry):
     def late_worse_move():
         # right after version 2's move, as a register that read the holder just before it would: waiting a
         # fixed time instead made the race depend on how fast the store answered (it lost on a loaded machine)
-        while holder(registry) != "2":
+        deadline = time.monotonic() + 30  # never hang the suite if the claim never moves
+        while holder(registry) != "2" and time.monotonic() < deadline:
             time.sleep(0.01)
         registry.set_registered_model_alias(NAME, ALIAS, "3")
 
@@ -62,7 +63,8 @@ def test_a_better_version_moved_in_meanwhile_keeps_it(registry):
     registry.set_registered_model_alias(NAME, ALIAS, "1")
 
     def late_better_move():
-        while holder(registry) != "3":  # right after version 3's move (see the test above)
+        deadline = time.monotonic() + 30  # right after version 3's move (see the test above)
+        while holder(registry) != "3" and time.monotonic() < deadline:
             time.sleep(0.01)
         registry.set_registered_model_alias(NAME, ALIAS, "2")
 
