@@ -137,6 +137,13 @@ def train_as_worker(machines, data: str, init_model: str, freeze_epochs: int, mo
     show_default=True,
     help="cosine: decay over the planned epochs; plateau: halve when val_loss stalls",
 )
+@click.option(
+    "--min-epoch-steps",
+    type=click.IntRange(1),
+    default=D["min_epoch_steps"],
+    show_default=True,
+    help="an epoch is at least this many batches (a small dataset is passed over more than once)",
+)
 @click.option("--augment", type=click.BOOL, default=D["augment"], show_default=True)
 @click.option(
     "--conv-filters",
@@ -238,7 +245,7 @@ def main(
             "freeze_epochs": freeze_epochs,
         },
     ):
-        from steps.training import export, fit, warmstart
+        from steps.training import export, fit, schedule, warmstart
         from steps.training.report import augmentation_grid, training_plots
 
         cfg = fit.TrainConfig(model=model, **params)
@@ -264,6 +271,10 @@ def main(
                 "charset_size": info.charset_size,
                 "dataset_digest": info.digest,
                 "train_samples": info.samples["train"],
+                # batch_size is per replica, one replica per worker (fit.fit computes the same)
+                "steps_per_epoch": schedule.steps_per_epoch(
+                    info.samples["train"], cfg.batch_size * machines.workers, cfg.min_epoch_steps
+                ),
             }
         )
         warm = None

@@ -24,7 +24,15 @@ from steps.workflow import chain, config
 
 REPO = Path(__file__).resolve().parent.parent
 # max_cer=2: a 1-epoch model reads nothing, and these tests are about the chain, not about the bar
-TINY = {"num_words": "160", "num_writers": "6", "epochs": "1", "batch_size": "16", "workers": "1", "max_cer": "2"}
+TINY = {
+    "num_words": "160",
+    "num_writers": "6",
+    "epochs": "1",
+    "batch_size": "16",
+    "workers": "1",
+    "max_cer": "2",
+    "min_epoch_steps": "1",
+}
 CHAINED_STEPS = ("download", "preprocess", "train", "evaluate")  # the reusable ones
 
 

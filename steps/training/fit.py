@@ -38,6 +38,7 @@ class TrainConfig:
     learning_rate: float
     patience: int
     lr_schedule: str  # schedule.SCHEDULES
+    min_epoch_steps: int  # an epoch of a small dataset is more than one pass (schedule.steps_per_epoch)
     augment: bool
     seed: int
     model: ModelConfig
@@ -51,6 +52,7 @@ class TrainConfig:
             learning_rate=float(params["learning_rate"]),
             patience=int(params["patience"]),
             lr_schedule=str(params["lr_schedule"]),
+            min_epoch_steps=int(params["min_epoch_steps"]),
             augment=modelib.parse_bool(params["augment"]),
             seed=int(params["seed"]),
             model=ModelConfig.from_params(params),
@@ -245,8 +247,7 @@ def fit(
     global_batch = cfg.batch_size * dist.num_replicas_in_sync  # batch_size is per replica
     two_heads = cfg.model.shortcut > 0  # the trainer's second output (model.build_for_training)
     heads = (lambda ds: ds.map(lambda x, y: (x, {"logits": y, "shortcut": y}))) if two_heads else (lambda ds: ds)
-    # the epoch's length (an epoch of a small dataset is more than one pass: schedule.MIN_STEPS_PER_EPOCH)
-    steps = schedule.steps_per_epoch(info.samples["train"], global_batch)
+    steps = schedule.steps_per_epoch(info.samples["train"], global_batch, cfg.min_epoch_steps)
     if machines.workers > 1:
 
         def share(batch: int, shard: tuple[int, int]) -> tf.data.Dataset:

@@ -3,8 +3,8 @@
 A constant rate halved on plateaus left the default run's val CER jumping by 0.02-0.03 between its last
 epochs (the best epoch was a lucky one); a cosine decay over the planned epochs ends each run at a low rate,
 where the weights settle (README, "Training schedule"). CTC leaves its all-blank start after some
-50-100 updates whatever the data size, so an epoch is never shorter than MIN_STEPS_PER_EPOCH: a 1,500-word
-run would otherwise spend its first two epochs emitting blanks.
+50-100 updates whatever the data size, so an epoch is never shorter than train's `min_epoch_steps` (100 by
+default): a 1,500-word run would otherwise spend its first two epochs emitting blanks.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 
 SCHEDULES = ("cosine", "plateau")
-MIN_STEPS_PER_EPOCH = 100
 FINAL_FRACTION = 0.05  # the cosine ends at this fraction of the initial rate, not at 0, where Adam would stall
 
 
-def steps_per_epoch(samples: int, batch_size: int) -> int:
-    """One pass over the training samples, or MIN_STEPS_PER_EPOCH batches when a pass is shorter."""
-    return max(math.ceil(samples / batch_size), MIN_STEPS_PER_EPOCH)
+def steps_per_epoch(samples: int, batch_size: int, minimum: int) -> int:
+    """One pass over the training samples, or `minimum` batches when a pass is shorter."""
+    return max(math.ceil(samples / batch_size), minimum)
 
 
 def cosine(step: int, total_steps: int, initial: float) -> float:

@@ -75,6 +75,7 @@ RULES: dict[str, Rule] = {
     "epochs": POSITIVE,
     "learning_rate": Rule(low=0, low_open=True),
     "patience": Rule(low=0),
+    "min_epoch_steps": POSITIVE,
     "augment": BOOL,
     "conv_filters": INTS,
     "width_pools": Rule(low=0),

@@ -15,7 +15,20 @@ from tests.servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines]
 
-TINY = ["--epochs", "2", "--batch-size", "8", "--conv-filters", "8,16", "--rnn-units", "32", "--dense-units", "16"]
+TINY = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--conv-filters",
+    "8,16",
+    "--rnn-units",
+    "32",
+    "--dense-units",
+    "16",
+    "--min-epoch-steps",
+    "1",
+]
 
 
 def _tf_config(ports: list[int], index: int) -> str:

@@ -24,7 +24,15 @@ from tests.scaleout import engines
 pytestmark = [pytest.mark.slow, pytest.mark.engines]
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {"num_words": "160", "num_writers": "6", "epochs": "1", "batch_size": "16", "workers": "1", "max_cer": "2"}
+TINY = {
+    "num_words": "160",
+    "num_writers": "6",
+    "epochs": "1",
+    "batch_size": "16",
+    "workers": "1",
+    "max_cer": "2",
+    "min_epoch_steps": "1",
+}
 
 
 @dataclass

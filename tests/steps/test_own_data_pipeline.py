@@ -15,7 +15,18 @@ from tests import own_data
 pytestmark = pytest.mark.slow
 
 # a small network and one epoch: these tests check the plumbing, not the reading
-TINY_NET = ("-P", "conv_filters=16,32", "-P", "rnn_units=32", "-P", "dense_units=32", "-P", "batch_size=8")
+TINY_NET = (
+    "-P",
+    "conv_filters=16,32",
+    "-P",
+    "rnn_units=32",
+    "-P",
+    "dense_units=32",
+    "-P",
+    "batch_size=8",
+    "-P",
+    "min_epoch_steps=1",
+)
 TINY = (*TINY_NET, "-P", "epochs=1", "-P", "patience=1")
 
 
@@ -200,7 +211,18 @@ def test_the_champion_evaluated_on_cyrillic_words_then_fine_tuned_on_them(tmp_pa
     assert "cannot emit" in _ok(mlflow_run("-e", "evaluate", *step, *args, env=env, timeout=900))
     scored = runs.find_run("evaluate", experiment_id="0", client=client)
     assert scored.data.metrics["test_samples_outside_charset"] == scored.data.metrics["test_samples"] > 0
-    tiny = ("-P", "conv_filters=8,16", "-P", "rnn_units=32", "-P", "dense_units=16", "-P", "batch_size=8")
+    tiny = (
+        "-P",
+        "conv_filters=8,16",
+        "-P",
+        "rnn_units=32",
+        "-P",
+        "dense_units=16",
+        "-P",
+        "batch_size=8",
+        "-P",
+        "min_epoch_steps=1",
+    )
     tune = ("-P", f"init_model={model.champion_uri}", "-P", "freeze_epochs=1", "-P", "epochs=2")
     _ok(mlflow_run("-e", "train", *step, "-P", f"data={data}", *tiny, *tune, env=env, timeout=900))
     tuned = runs.find_run("train", experiment_id="0", client=client)

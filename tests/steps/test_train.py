@@ -52,6 +52,9 @@ def test_train_logs_metrics_per_epoch_params_plots_and_model(step_chain, trained
     p = run.data.params
     assert (p["batch_size"], p["epochs"], p["image_height"], p["image_width"]) == ("16", "2", "32", "128")
     assert p["train_ratio"] == "0.75" and p["val_ratio"] == "0.15" and p["max_sequence_length"] == "24"
+    # a tiny training set is passed over more than once per epoch: CTC needs ~100 updates to start reading
+    assert (p["min_epoch_steps"], p["steps_per_epoch"]) == ("100", "100")
+    assert int(p["train_samples"]) < 100 * 16
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss.png", "cer.png", "val_predictions.png", "augmented.png"} <= artifacts
     assert run.data.metrics["calibration_samples"] > 0  # fitted on the validation words
@@ -160,6 +163,7 @@ def test_train_resumes_after_being_killed(step_chain, tmp_path):
         learning_rate=1e-3,
         patience=5,
         lr_schedule="cosine",
+        min_epoch_steps=1,
         augment=True,
         seed=1,
         model=ModelConfig(

@@ -47,7 +47,7 @@ def info(width: int = 128, train: int = 100) -> DatasetInfo:
 
 def cfg(width_pools: int = 2, batch_size: int = 32, conv=(32, 64)) -> TrainConfig:
     return TrainConfig(
-        batch_size, 3, 1e-3, 3, "cosine", False, 0, ModelConfig(conv, width_pools, True, 16, (16,), 0.0, 0.0)
+        batch_size, 3, 1e-3, 3, "cosine", 100, False, 0, ModelConfig(conv, width_pools, True, 16, (16,), 0.0, 0.0)
     )
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from steps.training.schedule import FINAL_FRACTION, MIN_STEPS_PER_EPOCH, cosine, steps_per_epoch
+from steps.training.schedule import FINAL_FRACTION, cosine, steps_per_epoch
 
 
 def test_an_epoch_is_one_pass_over_a_large_dataset():
-    assert steps_per_epoch(4066, 32) == 128
+    assert steps_per_epoch(4066, 32, minimum=100) == 128
 
 
 def test_an_epoch_of_a_small_dataset_is_never_shorter_than_the_minimum():
-    assert steps_per_epoch(1150, 32) == MIN_STEPS_PER_EPOCH
-    assert steps_per_epoch(12, 4) == MIN_STEPS_PER_EPOCH
+    assert steps_per_epoch(1150, 32, minimum=100) == 100
+    assert steps_per_epoch(12, 4, minimum=100) == 100
+    assert steps_per_epoch(12, 4, minimum=1) == 3
 
 
 def test_cosine_starts_at_the_initial_rate_and_ends_at_its_final_fraction():

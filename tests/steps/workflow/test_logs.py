@@ -74,7 +74,10 @@ def test_steps_logging_to_a_file_print_no_frames_and_no_harmless_warnings(mlflow
     for step, params in (
         ("download", ["num_words=240", "num_writers=8"]),
         ("preprocess", ["shard_size=60", "workers=1"]),
-        ("train", ["epochs=1", "batch_size=8", "conv_filters=16,32", "rnn_units=32", "dense_units=32"]),
+        (
+            "train",
+            ["epochs=1", "batch_size=8", "conv_filters=16,32", "rnn_units=32", "dense_units=32", "min_epoch_steps=1"],
+        ),
         ("evaluate", ["beam_width=2"]),
     ):
         args = mlflow + ["-e", step, "--storage-dir", str(tmp_path / "storage")]
