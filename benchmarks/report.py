@@ -68,6 +68,23 @@ def results(
     }
 
 
+def keep_previous(res: dict, output: Path, mode_name: str) -> dict[str, str]:
+    """Fill `res` with the phases a previous run of the same mode wrote to `output` and this one did not
+    run (`--phases quality` adds its row to a full run's file instead of replacing it) -> {phase: when it ran}."""
+    if not output.exists():
+        return {}
+    previous = json.loads(output.read_text())
+    if previous.get("mode") != mode_name:
+        return {}
+    earlier = previous.get("kept_from_previous", {})
+    kept = {}
+    for phase, details in previous.get("details", {}).items():
+        if phase not in res:
+            res[phase] = details
+            kept[phase] = earlier.get(phase, previous.get("finished", ""))
+    return kept
+
+
 def write(results: dict, output: Path) -> None:
     """Write results.json, then print the table and the missed targets."""
     output.write_text(json.dumps(results, indent=1, default=str))
@@ -83,6 +100,8 @@ def write(results: dict, output: Path) -> None:
         f"too), 'other CPU' = cores used meanwhile by processes outside the benchmark; ratio = ours / baseline\n"
     )
     print(table(rows))
+    for phase, when in results.get("kept_from_previous", {}).items():
+        print(f"(the {phase} rows are from the run of {when}, kept from the previous {output.name})")
     print(
         f"\n{len(rows)} comparisons in {results['seconds']:.0f}s ({results['seconds_waiting_for_quiet']:.0f}s of it "
         f"waiting for a quiet machine); results in {output}"

@@ -20,7 +20,7 @@ writes benchmarks/results.json with both figures and their ratio for every compa
    server CPU each image costs;
 5. peak RSS of both servers and of training;
 6. quality: test CER on the held-out fonts of ours (the train step's fit, MLproject's defaults, 6 epochs quick,
-   20 full) vs the Keras IAM example's model, pipeline and set-up (keras_model.py, keras_baseline.py) trained on
+   MLproject's epochs full) vs the Keras IAM example's model, pipeline and set-up (keras_model.py, keras_baseline.py) trained on
    the same words for the same wall-clock seconds, both decoded greedily and scored alike (versus_keras.py);
 7. scaling (only when asked: --phases scaling): preprocess images/s and training samples/s at 1x, 4x and 16x
    the quick set (1,500 / 6,000 / 24,000 words), each against 1x, so a user sees how the cost grows.
@@ -85,7 +85,7 @@ MODES = {
         requests=200,
         serve_repeats=3,
         train_epochs=3,
-        quality_epochs=20,
+        quality_epochs=int(config.defaults("train")["epochs"]),
         compare_rounds=2,
         preprocess_repeats=2,
         warm_seconds=5.0,
@@ -280,9 +280,13 @@ def main() -> int:
         )
 
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+    kept = report.keep_previous(res, a.output, mode_name)
+    if kept:
+        log(f"rows of phases not run now kept from the previous {a.output.name}: {', '.join(kept)}")
     results = report.results(
         command, mode_name, mode, time.perf_counter() - started, harness.WAITED[0], facts, start_quiet, res
     )
+    results["kept_from_previous"] = kept
     report.write(results, a.output)
     return 0
 
