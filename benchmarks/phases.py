@@ -58,17 +58,17 @@ def read_images(raw: Path, by_id: dict) -> list:
     return [(by_id[i], data) for i, data in iam_format.iter_images(raw / config.WORDS_ARCHIVE, set(by_id))]
 
 
-def converter_run(chunks: list, height: int, width: int, parallel: int) -> tuple[float, float]:
-    """steps.dataset.convert's ChunkConverter over in-memory chunks, `parallel` images at a time
+def converter_run(pairs: list, height: int, width: int, parallel: int) -> tuple[float, float]:
+    """steps.dataset.convert's StreamConverter over in-memory (sample, bytes), `parallel` images at a time
     -> (start-up s, conversion s)."""
     from steps.dataset import convert
 
     t0 = time.perf_counter()
-    converter = convert.ChunkConverter(height, width, parallel)
+    converter = convert.StreamConverter(height, width, parallel)
     startup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for chunk in chunks:
-        converter(chunk)
+    for _ in converter(pairs):
+        pass
     return startup, time.perf_counter() - t0
 
 
@@ -161,17 +161,15 @@ def phase_preprocess(args: dict) -> dict:
 def phase_convert_profile(args: dict) -> dict:
     """Where preprocess's time goes: archive streaming alone, and conversion of the images in memory.
 
-    Uses steps.dataset.convert's own ChunkConverter on the samples that build plans, with the images read
+    Uses steps.dataset.convert's own StreamConverter on the samples that build plans, with the images read
     into memory first so the archive is not in the loop.
     """
-    from steps.dataset import convert
 
     cfg = preprocess_config(args["workers"])
     by_id = planned_samples(Path(args["raw_dir"]), cfg)
     t0 = time.perf_counter()
     pairs = read_images(Path(args["raw_dir"]), by_id)
     stream_seconds = time.perf_counter() - t0
-    chunks = list(convert._chunks(pairs, convert.CHUNK))
     out = {
         "images": len(pairs),
         "archive_stream_seconds": stream_seconds,
@@ -179,7 +177,7 @@ def phase_convert_profile(args: dict) -> dict:
     }
     workers = args["workers"] or os.cpu_count()
     h, w = cfg.image_height, cfg.image_width
-    out["startup_seconds"], out["warm_seconds"] = converter_run(chunks, h, w, workers)
+    out["startup_seconds"], out["warm_seconds"] = converter_run(pairs, h, w, workers)
     out["workers"] = workers
     out["warm_images_per_second"] = len(pairs) / out["warm_seconds"]
     return out

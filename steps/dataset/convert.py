@@ -1,14 +1,14 @@
 """Conversion: stream the words archive once, preprocess every planned sample, write the TFRecord shards.
 
 The images go through imaging's decode and resize_pad (the preprocessing the exported model runs too) in
-a parallel tf.data map inside this process. What to convert was decided beforehand by plan.py.
+one parallel tf.data map inside this process. What to convert was decided beforehand by plan.py.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -19,16 +19,18 @@ from steps.dataset import iam_format, tfrecords
 from steps.dataset.plan import Sample
 from steps.inference import imaging
 
-CHUNK = 256  # images per tf.data map: enough to keep every core busy, small enough to bound memory
+PREFETCH_PER_CORE = 8  # images decoded ahead per core while this thread serializes and writes
 
 
-class ChunkConverter:
-    """Preprocesses chunks of (sample, encoded bytes) in this process, `parallel` images at a time.
+class StreamConverter:
+    """Preprocesses a stream of (sample, encoded bytes) in this process, `parallel` images at a time.
 
-    A tf.data map runs imaging's decode and resize_pad on TensorFlow's thread pool (the ops release the
-    GIL), so all cores work without worker processes, which each spent 3-4 s importing TensorFlow. The
-    map is deterministic, so the output order and bytes do not depend on `parallel`. A file TensorFlow
-    cannot decode is dropped by ignore_errors and found missing by its index: corrupt, counted.
+    One tf.data pipeline for the whole stream runs imaging's decode and resize_pad on TensorFlow's thread
+    pool (the ops release the GIL), so all cores work without worker processes (each spent 3-4 s importing
+    TensorFlow), and the next images decode while this thread serializes and writes. It is built once: a
+    pipeline per chunk of 256 images spent ~0.5 s tracing the preprocessing each time, more than the
+    images took. The map is deterministic, so the output order and bytes do not depend on `parallel`. A
+    file TensorFlow cannot decode is dropped by ignore_errors and found missing by its index: corrupt.
     """
 
     def __init__(self, height: int, width: int, parallel: int):
@@ -43,42 +45,54 @@ class ChunkConverter:
         self._preprocess = preprocess
 
     def __call__(
-        self, chunk: list[tuple[Sample, bytes]]
-    ) -> list[tuple[Sample, bytes | None, str | None, tuple[int, int]]]:
-        """-> (sample, serialized example or None, drop reason, original (height, width)) per item, in order."""
+        self, pairs: Iterable[tuple[Sample, bytes]]
+    ) -> Iterator[tuple[Sample, bytes | None, str | None, tuple[int, int]]]:
+        """-> (sample, serialized example or None, drop reason, original (height, width)) per item; the
+        written ones in stream order."""
         import tensorflow as tf
 
-        out: list = [None] * len(chunk)
-        todo = []
-        for i, (sample, data) in enumerate(chunk):
-            if not data:
-                out[i] = (sample, None, "empty_image", (0, 0))
-            elif imaging.sniff_format(data) is None:
-                out[i] = (sample, None, "not_an_image", (0, 0))
+        pending: deque[tuple[int, Sample]] = deque()  # sent to the map, in order (appended by the feed thread)
+        refused: deque[tuple[Sample, str]] = deque()  # not even an image: never reach TensorFlow
+
+        failed: list[Exception] = []  # the stream's own error (a broken archive), raised here, not swallowed
+
+        def feed() -> Iterator[tuple[int, bytes]]:
+            try:
+                for i, (sample, data) in enumerate(pairs):
+                    if not data:
+                        refused.append((sample, "empty_image"))
+                    elif imaging.sniff_format(data) is None:
+                        refused.append((sample, "not_an_image"))
+                    else:
+                        pending.append((i, sample))
+                        yield i, data
+            except Exception as e:  # handed to the consuming thread as it is
+                failed.append(e)
+
+        signature = (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.string))
+        ds = tf.data.Dataset.from_generator(feed, output_signature=signature)
+        ds = ds.map(self._preprocess, num_parallel_calls=self.parallel, deterministic=True).ignore_errors()
+        for i, canvas, size in ds.prefetch(PREFETCH_PER_CORE * self.parallel).as_numpy_iterator():
+            yield from _drain(refused)
+            while pending[0][0] != i:  # sent before i and not come out: TensorFlow could not decode it
+                yield pending.popleft()[1], None, "corrupt_image", (0, 0)
+            sample = pending.popleft()[1]
+            size = (int(size[0]), int(size[1]))
+            if not canvas.any():
+                yield sample, None, "blank_image", size
             else:
-                todo.append(i)
-        if todo:
-            ds = tf.data.Dataset.from_tensor_slices((todo, [chunk[i][1] for i in todo]))
-            ds = ds.map(self._preprocess, num_parallel_calls=self.parallel, deterministic=True).ignore_errors()
-            for i, canvas, size in ds.as_numpy_iterator():
-                sample = chunk[i][0]
-                size = (int(size[0]), int(size[1]))
-                if not canvas.any():
-                    out[i] = (sample, None, "blank_image", size)
-                else:
-                    out[i] = (sample, tfrecords.serialize(sample.id, sample.writer, sample.text, canvas), None, size)
-        return [o if o is not None else (chunk[i][0], None, "corrupt_image", (0, 0)) for i, o in enumerate(out)]
+                yield sample, tfrecords.serialize(sample.id, sample.writer, sample.text, canvas), None, size
+        if failed:
+            raise failed[0]
+        yield from _drain(refused)
+        while pending:
+            yield pending.popleft()[1], None, "corrupt_image", (0, 0)
 
 
-def _chunks(pairs: Iterable[tuple[Sample, bytes]], size: int) -> Iterator[list[tuple[Sample, bytes]]]:
-    chunk = []
-    for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _drain(refused: deque[tuple[Sample, str]]) -> Iterator[tuple[Sample, None, str, tuple[int, int]]]:
+    while refused:
+        sample, reason = refused.popleft()
+        yield sample, None, reason, (0, 0)
 
 
 @dataclass
@@ -114,20 +128,18 @@ def convert(
     pairs = ((by_id[i], data) for i, data in iam_format.iter_images(archive, set(by_id)))
     start = time.perf_counter()
     bar = tqdm(total=len(samples), desc="preprocess", unit="img", disable=not progress, mininterval=1.0)
-    results = map(ChunkConverter(height, width, workers), _chunks(pairs, CHUNK))
     try:
-        for chunk in results:
-            for sample, record, reason, size in chunk:
-                bar.update(1)
-                if record is None:
-                    result.dropped[reason] += 1
-                    continue
-                writers[(sample.split, sample.shard)].write(record)
-                result.written[sample.id] = files[(sample.split, sample.shard)]
-                result.sizes[sample.id] = size
-                if len(result.previews[sample.split]) < previews:
-                    parsed = tfrecords.parse(tf.constant(record), height, width)
-                    result.previews[sample.split].append((sample.text, parsed["image"].numpy()))
+        for sample, record, reason, size in StreamConverter(height, width, workers)(pairs):
+            bar.update(1)
+            if record is None:
+                result.dropped[reason] += 1
+                continue
+            writers[(sample.split, sample.shard)].write(record)
+            result.written[sample.id] = files[(sample.split, sample.shard)]
+            result.sizes[sample.id] = size
+            if len(result.previews[sample.split]) < previews:
+                parsed = tfrecords.parse(tf.constant(record), height, width)
+                result.previews[sample.split].append((sample.text, parsed["image"].numpy()))
     finally:
         bar.close()
         for w in writers.values():
