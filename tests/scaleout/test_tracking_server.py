@@ -20,19 +20,11 @@ import requests
 
 from steps.workflow import chain, config
 from tests.scaleout import engines
+from tests.test_pipeline import TINY  # the same tiny main run as the local-store tests
 
 pytestmark = [pytest.mark.slow, pytest.mark.engines]
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = {
-    "num_words": "160",
-    "num_writers": "6",
-    "epochs": "1",
-    "batch_size": "16",
-    "workers": "1",
-    "max_cer": "2",
-    "min_epoch_steps": "1",
-}
 
 
 @dataclass
