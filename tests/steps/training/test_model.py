@@ -236,3 +236,34 @@ def test_model_config_reads_train_parameters_as_mlflow_spells_them():
     assert config.conv_filters == (8, 16) and config.column_pool is True and config.shortcut == 0.2
     with pytest.raises(ValueError, match="positive integers"):
         ModelConfig.from_params({**_TRAIN, "conv_filters": "8,x"})
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_fused_batch_norm_computes_what_keras_batch_norm_does(graph):
+    x = tf.random.stateless_normal([8, 16, 6, 5], seed=[1, 2]) * 3.0 + 1.5
+    ours, theirs = modelib.FusedBatchNorm(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+        layer.gamma.assign(tf.linspace(0.5, 2.0, 5))
+        layer.beta.assign(tf.linspace(-1.0, 1.0, 5))
+    variables = ours.trainable_variables + theirs.trainable_variables
+
+    def step():
+        with tf.GradientTape() as tape:
+            a, b = ours(x, training=True), theirs(x, training=True)
+            loss = tf.reduce_sum(a * tf.range(5.0) * x) + tf.reduce_sum(b * tf.range(5.0) * x)
+        grads = tape.gradient(loss, variables)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            loss_a = tf.reduce_sum(ours(x, training=True) * tf.range(5.0) * x)
+            loss_b = tf.reduce_sum(theirs(x, training=True) * tf.range(5.0) * x)
+        return a, b, grads, tape.gradient(loss_a, x), tape.gradient(loss_b, x)
+
+    a, b, grads, dx_ours, dx_theirs = (tf.function(step) if graph else step)()
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(dx_ours, dx_theirs, rtol=1e-3, atol=1e-3)
+    for g_ours, g_theirs in zip(grads[:2], grads[2:]):
+        np.testing.assert_allclose(g_ours, g_theirs, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(ours.moving_mean, theirs.moving_mean, atol=1e-5)
+    np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, rtol=1e-5)
+    np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), atol=1e-4)
