@@ -67,11 +67,25 @@ def frame_score(log_probs: tf.Tensor) -> tf.Tensor:
 
 
 def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Keras loss: labels [B, L] int padded with the blank index 0; true lengths are counted, not assumed."""
+    """Keras loss: labels [B, L] int padded with the blank index 0 -> [B] negative log-likelihoods.
+
+    Computed by TensorFlow's CTC kernel on sparse labels, not keras.ops.ctc_loss: with dense labels that
+    runs a forward-backward of TF ops stepping through time, which on a CPU cost 10x the kernel for a word
+    and 35x for a line (README, "Performance"), the same loss and gradients to float rounding. True lengths
+    are the non-blank entries (keras issue 21876: passing the padded width trains on padding). A label that
+    needs more time steps than the model has (repeats need a blank between them) contributes zero instead
+    of stopping training; train refuses a training set with such labels beforehand (fit.check_feasible).
+    """
     labels = tf.cast(labels, tf.int32)
-    label_length = tf.reduce_sum(tf.cast(labels != BLANK_INDEX, tf.int32), axis=-1)
+    logits = tf.cast(logits, tf.float32)
+    # The kernel's blank is the last class; ours is class 0: rotate the classes and shift the labels.
+    logits = tf.concat([logits[..., BLANK_INDEX + 1 :], logits[..., : BLANK_INDEX + 1]], axis=-1)
+    sparse = tf.sparse.from_dense(labels)  # drops the blank padding
+    sparse = tf.SparseTensor(sparse.indices, sparse.values - 1, sparse.dense_shape)
     logit_length = tf.fill([tf.shape(logits)[0]], tf.shape(logits)[1])
-    return keras.ops.ctc_loss(labels, logits, label_length, logit_length, mask_index=BLANK_INDEX)
+    return tf.compat.v1.nn.ctc_loss(
+        sparse, logits, logit_length, time_major=False, ignore_longer_outputs_than_inputs=True
+    )
 
 
 class Lexicon:

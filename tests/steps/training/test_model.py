@@ -173,6 +173,42 @@ def test_label_length_is_the_true_length_not_the_padded_width():
     assert not np.allclose(padded, expected, rtol=1e-2)
 
 
+def dense_reference(labels: np.ndarray, logits: tf.Tensor) -> tf.Tensor:
+    """TensorFlow's dense-label CTC (what keras.ops.ctc_loss runs) with the true lengths."""
+    return tf.nn.ctc_loss(
+        labels=tf.constant(labels),
+        logits=logits,
+        label_length=np.count_nonzero(labels, axis=1).astype(np.int32),
+        logit_length=tf.fill([labels.shape[0]], logits.shape[1]),
+        logits_time_major=False,
+        blank_index=0,
+    )
+
+
+@pytest.mark.parametrize("in_graph", [False, True], ids=["eager", "tf.function"])
+def test_loss_and_gradients_equal_the_dense_label_ctc(in_graph):
+    # The last class and class 1 both appear: the kernel's blank is the last class, ours class 0.
+    rng = np.random.default_rng(3)
+    logits = tf.Variable(rng.normal(size=(3, 20, 9)).astype(np.float32))
+    labels = np.array([[8, 1, 1, 8, 0, 0], [1, 0, 0, 0, 0, 0], [2, 3, 4, 5, 6, 7]], np.int32)
+
+    def both():
+        with tf.GradientTape(persistent=True) as tape:
+            ours, reference = ctc.loss(tf.constant(labels), logits), dense_reference(labels, logits)
+        return ours, reference, tape.gradient(ours, logits), tape.gradient(reference, logits)
+
+    ours, reference, ours_grad, reference_grad = (tf.function(both) if in_graph else both)()
+    np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours_grad.numpy(), reference_grad.numpy(), atol=1e-5)
+
+
+def test_a_label_longer_than_the_time_steps_adds_nothing_instead_of_failing():
+    logits = tf.zeros((2, 4, 5))
+    labels = tf.constant([[1, 2, 0, 0, 0], [1, 1, 1, 2, 3]])  # the second needs 7 steps (two blanks between repeats)
+    loss = ctc.loss(labels, logits).numpy()
+    assert loss[0] > 0 and loss[1] == 0
+
+
 def test_extra_padding_does_not_change_the_loss():
     rng = np.random.default_rng(2)
     logits = tf.constant(rng.normal(size=(2, 16, 6)).astype(np.float32))
