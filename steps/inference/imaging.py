@@ -269,3 +269,39 @@ def preprocess_bytes(data: tf.Tensor, height: int, width: int) -> tf.Tensor:
 def to_model_input(canvas: tf.Tensor) -> tf.Tensor:
     """uint8 canvas -> float32 in [0, 1], the model's input scaling."""
     return tf.cast(canvas, tf.float32) / 255.0
+
+
+# Windowed reading (lines): a line canvas is as wide as the longest lines need, but the median line fills
+# less than half of it, and the network's cost grows with the width it reads. A windowed model reads only
+# the centred window that holds the ink, its width rounded up to a multiple of WINDOW_STEP (few distinct
+# widths: few traced graphs). Training batches lines of one window width together (steps/training/inputs.py)
+# and the exported model reads each line in its own window (training/model.read_canvases), so a line is read
+# with the padding it was trained with.
+WINDOW_STEP = 64
+INK_LEVEL = 32  # fainter pixels are paper grain, not ink
+WINDOW_MARGIN = 1.125  # room for the training warp's scale (up to 1.1) and shift (4 px) to keep the ink inside
+
+
+def window_width(canvases: tf.Tensor) -> tf.Tensor:
+    """uint8 canvases [B, H, W, 1] -> int32 [B]: the width of the centred window holding each canvas's ink,
+    with a margin, rounded up to WINDOW_STEP and at most W; a canvas without ink gets WINDOW_STEP."""
+    full = tf.shape(canvases)[2]
+    ink = tf.reduce_any(canvases[..., 0] > INK_LEVEL, axis=1)  # [B, W]: columns holding ink
+    columns = tf.range(full)
+    centre = full // 2
+    # the distance from the centre to the farthest ink column on either side
+    reach = tf.reduce_max(tf.where(ink, tf.maximum(centre - columns, columns + 1 - centre), 0), axis=1)
+    needed = tf.cast(tf.math.ceil(tf.cast(2 * reach, tf.float32) * WINDOW_MARGIN), tf.int32) + 8
+    rounded = -(-needed // WINDOW_STEP) * WINDOW_STEP
+    return tf.clip_by_value(rounded, WINDOW_STEP, tf.maximum(full, WINDOW_STEP))
+
+
+def crop_window(canvases: tf.Tensor, width: tf.Tensor | None = None) -> tf.Tensor:
+    """uint8 canvases [B, H, W, 1] -> [B, H, width, 1]: the centred window of `width` columns (default: the
+    widest window_width of the batch, so no canvas loses ink)."""
+    if width is None:
+        width = tf.reduce_max(window_width(canvases))
+    full = tf.shape(canvases)[2]
+    width = tf.minimum(width, full)
+    start = (full - width) // 2
+    return canvases[:, :, start : start + width, :]

@@ -23,6 +23,7 @@ from steps.inference import ctc, imaging
 from steps.inference.calibration import Calibration, isotonic
 from steps.inference.charset import Charset
 from steps.inference.recognizer import CALIBRATION, CHARSET, SAVED_MODEL, HandwritingModel
+from steps.training import model as modelib
 from steps.workflow import config
 
 INFERENCE_PACKAGE = config.ROOT / "steps" / "inference"
@@ -61,7 +62,7 @@ def save(
         return imaging.preprocess_bytes(image, height, width)
 
     def logits(canvas):
-        return model(imaging.to_model_input(canvas), training=False)
+        return modelib.read_canvases(model, canvas)
 
     def recognize_canvas(canvas):
         text, score = ctc.decode(logits(canvas), chars)
@@ -87,7 +88,7 @@ def save(
 def calibrate(model: tf.keras.Model, canvases: tf.data.Dataset, charset: Charset) -> Calibration:
     """Fit the confidence calibration on validation examples ({text, image} batches): raw score -> P(exact)."""
     chars = tf.constant(list(charset.characters), tf.string)
-    read = tf.function(lambda images: ctc.decode(model(imaging.to_model_input(images), training=False), chars))
+    read = tf.function(lambda images: ctc.decode(modelib.read_canvases(model, images), chars))
     scores, correct = [], []
     for batch in canvases:
         texts, raw = read(batch["image"])

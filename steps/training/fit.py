@@ -189,7 +189,9 @@ class EpochReport(keras.callbacks.Callback):
         self.history = read_history(self.history_file)
         # One graph for the model call and the decoding: called eagerly per batch, the same work took 6.1 s of
         # a 26-s epoch instead of 0.9 s (benchmarks/profiles/profile_train.py, default model, 886 words).
-        self.decode = tf.function(lambda images: ctc.decode(self.recogniser(images, training=False), self.characters))
+        self.decode = tf.function(
+            lambda images: ctc.decode(self.recogniser(images, training=False), self.characters), reduce_retracing=True
+        )
 
     def on_epoch_begin(self, epoch, logs=None):
         # Epochs 0..epoch-1 are done: a kill after the history was written but before Keras' backup was makes
@@ -264,7 +266,9 @@ def fit(
     train_texts = [t.decode() for t in reader.records(info, "train").map(lambda ex: ex["text"]).as_numpy_iterator()]
     check_feasible(cfg, info, train_texts)
     with dist.scope():
-        net, trainer = modelib.build_for_training(cfg.model, info.image_height, info.image_width, info.charset.size)
+        net, trainer = modelib.build_for_training(
+            cfg.model, info.image_height, info.image_width, info.charset.size, config.LEVELS[info.level].windowed
+        )
         # CTC's gradients are large and erratic while the model still emits only blanks; clipping each
         # variable's gradient norm to 1 got a 1,000-word model reading two epochs sooner (README).
         optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0)
@@ -310,7 +314,9 @@ def fit(
         # The chief exports and calibrates alone, after the other workers have gone: on a copy whose variables
         # are plain, so nothing it does afterwards waits for a collective the others will never join.
         weights = trainer.get_weights()
-        net, trainer = modelib.build_for_training(cfg.model, info.image_height, info.image_width, info.charset.size)
+        net, trainer = modelib.build_for_training(
+            cfg.model, info.image_height, info.image_width, info.charset.size, config.LEVELS[info.level].windowed
+        )
         trainer.set_weights(weights)
     epochs = len(report.history["val_cer"])
     stopped = stop.reason or (

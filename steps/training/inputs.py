@@ -14,6 +14,7 @@ import tensorflow as tf
 from steps.dataset.info import DatasetInfo
 from steps.dataset.reader import label_encoder, records
 from steps.inference import imaging
+from steps.workflow import config
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 4 << 30  # cache decoded canvases in memory below this size
@@ -40,7 +41,7 @@ def augment_batch(canvases: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.round(warp_batch(canvases, seed)), tf.uint8)
 
 
-def warp_batch(canvases: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+def warp_batch(canvases: tf.Tensor, seed: tf.Tensor, full_width: int | None = None) -> tf.Tensor:
     """Random shear, scale, shift, stroke-strength and noise on uint8 canvases [B, H, W, 1], each image its own
     parameters -> float32 [B, H, W, 1] in [0, 255]; training branch only.
 
@@ -48,9 +49,10 @@ def warp_batch(canvases: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     label-preserving transforms for that (stateless ops, so a seed reproduces the stream). One call per
     batch: the warp and the noise are single batched kernels, several times cheaper than per image. The
     warp runs on the uint8 canvases (a third cheaper than on floats, the same bilinear weights) and the grain
-    comes from noise_bank.
+    comes from noise_bank. Windowed batches (lines) vary in width: `full_width` is their canvas's.
     """
-    h, w = canvases.shape[1], canvases.shape[2]
+    h, w = canvases.shape[1], tf.shape(canvases)[2]
+    bank_width = full_width or canvases.shape[2]
     s = tf.random.stateless_uniform([tf.shape(canvases)[0], 6], seed, -1.0, 1.0)
     shear, scale, dx, dy = 0.3 * s[:, 0], 1.0 + 0.1 * s[:, 1], 4.0 * s[:, 2], 2.0 * s[:, 3]
     # Projective transform maps output (x, y) to input: x' = a0 x + a1 y + a2, y' = b1 y + b2.
@@ -59,7 +61,7 @@ def warp_batch(canvases: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         [
             1 / scale,
             shear,
-            dx - shear * h / 2 + (1 - 1 / scale) * w / 2,
+            dx - shear * h / 2 + (1 - 1 / scale) * tf.cast(w, tf.float32) / 2,
             zeros,
             1 / scale,
             dy + (1 - 1 / scale) * h / 2,
@@ -77,8 +79,9 @@ def warp_batch(canvases: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         fill_value=0.0,
     )
     pattern = tf.random.stateless_uniform([tf.shape(canvases)[0]], seed + 1, 0, NOISE_PATTERNS, dtype=tf.int32)
-    offset = tf.random.stateless_uniform([], seed + 2, 0, w, dtype=tf.int32)
-    grain = tf.cast(tf.gather(tf.constant(noise_bank(h, w))[:, :, offset : offset + w], pattern), tf.float32)
+    offset = tf.random.stateless_uniform([], seed + 2, 0, bank_width, dtype=tf.int32)
+    bank = tf.constant(noise_bank(h, bank_width))
+    grain = tf.cast(tf.gather(bank[:, :, offset : offset + w], pattern), tf.float32)
     strength, noise = (1.0 + 0.25 * s[:, 4])[:, None, None, None], tf.abs(s[:, 5])[:, None, None, None]
     return tf.clip_by_value(tf.cast(warped, tf.float32) * strength + grain * noise, 0.0, 255.0)
 
@@ -100,7 +103,9 @@ def batches(
 
     Parsed canvases are cached in memory when they fit (so each epoch after the first costs no I/O),
     augmentation runs after the cache and only when training, and prefetch overlaps input with compute.
-    `shard` = (i, n): only files i, i + n, ... of the split (reader.records).
+    `shard` = (i, n): only files i, i + n, ... of the split (reader.records). For a windowed level (lines)
+    W is the batch's ink window (imaging.crop_window), and training batches hold samples of one window
+    width, so a batch of short lines costs what short lines cost.
     """
     encode = label_encoder(info.charset, info.max_label_length)
     ds = records(info, split, shuffle_files=training, shard=shard).map(
@@ -111,13 +116,23 @@ def batches(
         ds = ds.cache()
     if training:
         ds = ds.shuffle(min(n, 10_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=False)
+    windowed = config.LEVELS[info.level].windowed
+    if windowed and training:
+        ds = ds.group_by_window(
+            key_func=lambda image, label: tf.cast(imaging.window_width(image[tf.newaxis])[0], tf.int64),
+            reduce_func=lambda _, window: window.batch(batch_size),
+            window_size=batch_size,
+        )
+    else:
+        ds = ds.batch(batch_size, drop_remainder=False)
+    if windowed:
+        ds = ds.map(lambda images, labels: (imaging.crop_window(images), labels), num_parallel_calls=AUTOTUNE)
     if training:
         # new seeds every epoch, so an image is never warped the same way twice
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed, rerandomize_each_iteration=True).batch(2)))
         ds = ds.map(
             # straight to the model's scaling: a round trip through uint8 would cost more than the warp's noise
-            lambda pair, s: (warp_batch(pair[0], s) * (1.0 / 255.0), pair[1]),
+            lambda pair, s: (warp_batch(pair[0], s, info.image_width) * (1.0 / 255.0), pair[1]),
             num_parallel_calls=AUTOTUNE,
         )
     else:

@@ -19,6 +19,9 @@ from typing import Mapping
 import keras
 import tensorflow as tf
 
+from steps.inference import imaging
+from steps.inference.charset import BLANK_INDEX
+
 
 @keras.saving.register_keras_serializable(package="crnn")
 class FusedBatchNorm(keras.layers.BatchNormalization):
@@ -116,13 +119,15 @@ def check_shape(config: ModelConfig, height: int, width: int) -> None:
 
 
 def build_for_training(
-    config: ModelConfig, height: int, width: int, num_classes: int
+    config: ModelConfig, height: int, width: int, num_classes: int, windowed: bool = False
 ) -> tuple[keras.Model, keras.Model]:
     """(recogniser, trainer): the recogniser maps float32 images [B, height, width, 1] in [0, 1] to logits
     [B, time steps, num_classes]; the trainer shares its layers and adds the shortcut head's logits as a second
-    output when config.shortcut > 0 (else it is the recogniser itself)."""
+    output when config.shortcut > 0 (else it is the recogniser itself). A `windowed` model takes any width
+    that the pooling divides (lines, read in windows as wide as their ink: imaging.crop_window); the
+    weights are the same either way."""
     check_shape(config, height, width)
-    inputs = keras.Input((height, width, 1), name="image")
+    inputs = keras.Input((height, None if windowed else width, 1), name="image")
     # Columns become time steps: put width first so each step sees one vertical slice.
     x = keras.layers.Permute((2, 1, 3))(inputs)
     for i, filters in enumerate(config.conv_filters):
@@ -133,12 +138,12 @@ def build_for_training(
         x = FusedBatchNorm(momentum=0.9, name=f"bn{i + 1}")(x)
         x = keras.layers.Activation("relu")(x)
         x = keras.layers.MaxPooling2D((2, 2) if i < config.width_pools else (1, 2), name=f"pool{i + 1}")(x)
-    steps, rows = config.time_steps(width), height // 2 ** len(config.conv_filters)
+    rows = height // 2 ** len(config.conv_filters)
     if config.column_pool:
         x = keras.layers.MaxPooling2D((1, rows), name="column_pool")(x)
-        x = keras.layers.Reshape((steps, config.conv_filters[-1]))(x)
+        x = keras.layers.Reshape((-1, config.conv_filters[-1]))(x)  # time steps: width / 2**width_pools
     else:
-        x = keras.layers.Reshape((steps, rows * config.conv_filters[-1]))(x)
+        x = keras.layers.Reshape((-1, rows * config.conv_filters[-1]))(x)
     features = x
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     x = projected = keras.layers.Dropout(config.dropout)(x)
@@ -158,6 +163,36 @@ def build_for_training(
     return recogniser, keras.Model(inputs, {"logits": logits, "shortcut": shortcut}, name="crnn_trainer")
 
 
-def build(config: ModelConfig, height: int, width: int, num_classes: int) -> keras.Model:
+def build(config: ModelConfig, height: int, width: int, num_classes: int, windowed: bool = False) -> keras.Model:
     """The recogniser alone: float32 images [B, height, width, 1] in [0, 1] -> logits [B, time steps, num_classes]."""
-    return build_for_training(config, height, width, num_classes)[0]
+    return build_for_training(config, height, width, num_classes, windowed)[0]
+
+
+def is_windowed(model: keras.Model) -> bool:
+    """Whether the model reads windows of any width (built windowed) rather than its canvas's width."""
+    return model.input_shape[2] is None
+
+
+def read_canvases(model: keras.Model, canvases: tf.Tensor) -> tf.Tensor:
+    """uint8 canvases [B, H, W, 1] -> logits [B, time steps of W, C], as every reader of a trained model calls
+    it (the exported model, calibration, plots).
+
+    A windowed model reads each canvas alone in its own ink window, as training batched it with lines of
+    the same window width, and its logits are padded with certain blanks to the canvas's time steps
+    (which change no reading, score or loss). One call per image costs the batching, but a line's reading
+    never depends on what it was batched with.
+    """
+    if not is_windowed(model):
+        return model(imaging.to_model_input(canvases), training=False)
+    full = tf.shape(canvases)[2]
+
+    def one(canvas: tf.Tensor) -> tf.Tensor:
+        window = imaging.crop_window(canvas[tf.newaxis])
+        logits = model(imaging.to_model_input(window), training=False)[0]  # [t, C]
+        steps = full // (tf.shape(window)[2] // tf.shape(logits)[0])  # the canvas's time steps
+        before = (steps - tf.shape(logits)[0]) // 2
+        blank = tf.one_hot(BLANK_INDEX, tf.shape(logits)[1], on_value=0.0, off_value=-1e4)[tf.newaxis]
+        pad = lambda n: tf.tile(blank, [n, 1])  # noqa: E731
+        return tf.concat([pad(before), logits, pad(steps - tf.shape(logits)[0] - before)], axis=0)
+
+    return tf.map_fn(one, canvases, fn_output_signature=tf.TensorSpec([None, None], tf.float32))

@@ -8,9 +8,10 @@ import numpy as np
 import tensorflow as tf
 
 from steps.dataset import reader
-from steps.inference import ctc, imaging
+from steps.inference import ctc
 from steps.reports import plots
 from steps.training import inputs
+from steps.training import model as modelib
 from steps.training.fit import Fitted
 
 
@@ -27,7 +28,7 @@ def training_plots(fitted: Fitted, out: Path, count: int = 16) -> list[np.ndarra
     examples = list(reader.records(fitted.dataset, "val").take(count).as_numpy_iterator())
     canvases = np.stack([e["image"] for e in examples])
     characters = tf.constant(list(fitted.dataset.charset.characters))
-    texts, _ = ctc.decode(fitted.model(imaging.to_model_input(canvases), training=False), characters)
+    texts, _ = ctc.decode(modelib.read_canvases(fitted.model, tf.constant(canvases)), characters)
     items = [(e["image"], f"{e['text'].decode()} -> {t.decode()}") for e, t in zip(examples, texts.numpy())]
     plots.image_grid(items, out / "val_predictions.png", "validation: truth -> prediction")
     return [e["image"] for e in examples]

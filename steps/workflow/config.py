@@ -58,11 +58,12 @@ class Level:
     canvas_params: tuple[str, str, str]  # preprocess's parameters holding its canvas height, width, max label length
     model_suffix: str  # appended to register's model_name, so word and line models never share a registered model
     unit: str  # what one sample is called in logs and plots: "word", "line"
+    windowed: bool  # the model reads each batch in the window its ink needs, not the whole canvas (inputs.py)
 
 
 LEVELS = {
-    "words": Level(WORDS_TXT, WORDS_ARCHIVE, ("image_height", "image_width", "max_label_length"), "", "word"),
-    "lines": Level(LINES_TXT, LINES_ARCHIVE, ("line_height", "line_width", "max_line_length"), "-lines", "line"),
+    "words": Level(WORDS_TXT, WORDS_ARCHIVE, ("image_height", "image_width", "max_label_length"), "", "word", False),
+    "lines": Level(LINES_TXT, LINES_ARCHIVE, ("line_height", "line_width", "max_line_length"), "-lines", "line", True),
 }
 
 # Default IAM sources.

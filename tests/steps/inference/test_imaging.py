@@ -369,3 +369,39 @@ def test_levels_from_the_histogram_equal_the_sorted_percentiles(seed):
     x = tf.constant(pixels.astype(np.float32))
     paper, darkest = imaging._levels(x)
     assert (float(paper), float(darkest)) == _levels_by_sort(x)
+
+
+# --- windowed reading (lines) ----------------------------------------------------------------------------
+
+
+def line_canvas(ink_width: int, width: int = 768) -> np.ndarray:
+    """What preprocess stores for a line `ink_width` px wide: the real resize of a page, centred on a canvas."""
+    return imaging.preprocess_bytes(tf.constant(encode(page(40, ink_width, (8, 32, 0, ink_width)), "PNG")), H, width)
+
+
+@pytest.mark.parametrize("ink_width", [30, 100, 320, 700])
+def test_the_window_holds_all_the_ink_with_room_for_the_warp(ink_width):
+    canvas = line_canvas(ink_width * 40 // 32)
+    width = int(imaging.window_width(canvas[tf.newaxis])[0])
+    cropped = imaging.crop_window(canvas[tf.newaxis])[0].numpy()
+    assert width % imaging.WINDOW_STEP == 0 and width <= 768
+    assert cropped.shape == (H, width, 1)
+    assert int(cropped.astype(np.int64).sum()) == int(canvas.numpy().astype(np.int64).sum())  # no ink cut off
+    _, _, left, right = ink_box(cropped)
+    assert min(left, width - 1 - right) >= min(8, (768 - ink_width) // 2)  # a margin on both sides unless full
+    assert width < ink_width + 128 or width == 768  # and not much more
+
+
+def test_a_batch_is_cropped_to_its_widest_window_and_a_blank_canvas_to_the_smallest():
+    batch = tf.stack([line_canvas(100), line_canvas(400), tf.zeros([H, 768, 1], tf.uint8)])
+    widths = imaging.window_width(batch).numpy()
+    assert widths[2] == imaging.WINDOW_STEP and widths[0] < widths[1]
+    assert imaging.crop_window(batch).shape[2] == widths.max()
+    assert imaging.crop_window(batch, tf.constant(128)).shape == (3, H, 128, 1)
+
+
+def test_window_ops_in_tf_data_equal_eager():
+    batch = tf.stack([line_canvas(50), line_canvas(260)])
+    eager = imaging.crop_window(batch).numpy()
+    (graph,) = list(tf.data.Dataset.from_tensors(batch).map(imaging.crop_window).as_numpy_iterator())
+    np.testing.assert_array_equal(eager, graph)

@@ -257,3 +257,77 @@ def test_training_batches_are_augmented_but_still_valid(dataset_dir):
     assert not any(np.array_equal(a, p) for a in x for p in plain)
     chars = DatasetInfo.load(str(dataset_dir)).charset
     assert sorted(chars.decode(r) for r in labels.numpy()) == sorted(TEXTS["train"])
+
+
+# --- windowed levels (lines): batches as wide as their ink ------------------------------------------------
+
+LINE_W = 512
+LINE_INK = [40, 60, 90, 120, 300, 320, 340, 480, 50, 310, 70, 330]  # px of ink per line: short and long lines
+
+
+def line_canvas(ink: int) -> np.ndarray:
+    """A line canvas as resize_pad stores it: `ink` px of strokes centred on a LINE_W canvas."""
+    c = np.zeros((H, LINE_W, 1), np.uint8)
+    left = (LINE_W - ink) // 2
+    c[8:24, left : left + ink : 3] = 255
+    return c
+
+
+@pytest.fixture(scope="module")
+def lines_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lines")
+    Charset.from_texts(["a line"]).save(root / config.CHARSET_FILE)
+    for split in ("train", "val"):
+        with tf.io.TFRecordWriter(str(root / tfrecords.shard_name(split, 0, 1))) as w:
+            for i, ink in enumerate(LINE_INK):
+                w.write(tfrecords.serialize(f"{split}-{i}", "w", "a line", line_canvas(ink)))
+    stats = {
+        "image_height": H,
+        "image_width": LINE_W,
+        "max_label_length": 20,
+        "samples": {"train": len(LINE_INK), "val": len(LINE_INK)},
+        "level": "lines",
+    }
+    (root / config.STATS_FILE).write_text(json.dumps(stats))
+    return root
+
+
+def test_a_training_batch_of_lines_holds_lines_of_one_window_width(lines_dir):
+    info = DatasetInfo.load(str(lines_dir))
+    widths = {ink: int(imaging.window_width(line_canvas(ink)[np.newaxis])[0]) for ink in LINE_INK}
+    seen = 0
+    for images, labels in inputs.batches(info, "train", batch_size=3, training=True, seed=0):
+        width = images.shape[2]
+        assert width % imaging.WINDOW_STEP == 0 and width < LINE_W or width == LINE_W
+        assert images.shape[0] == labels.shape[0] <= 3
+        seen += images.shape[0]
+    assert seen == len(LINE_INK)
+    # short lines are read in narrow windows: far fewer columns than the canvas
+    assert min(widths.values()) <= 128 and max(widths.values()) == LINE_W
+
+
+def test_training_batches_group_lines_by_width(lines_dir):
+    info = DatasetInfo.load(str(lines_dir))
+    by_width = {}
+    for ink in LINE_INK:
+        by_width.setdefault(int(imaging.window_width(line_canvas(ink)[np.newaxis])[0]), []).append(ink)
+    batches = list(inputs.batches(info, "train", batch_size=3, training=True, seed=0))
+    sizes = {}
+    for images, _ in batches:
+        sizes.setdefault(images.shape[2], []).append(images.shape[0])
+    assert {w: sum(n) for w, n in sizes.items()} == {w: len(v) for w, v in by_width.items()}
+
+
+def test_eval_batches_of_lines_are_cropped_to_their_widest_line_without_losing_ink(lines_dir):
+    info = DatasetInfo.load(str(lines_dir))
+    batches = list(inputs.batches(info, "val", batch_size=4))
+    stored = [ex["image"] for ex in reader.records(info, "val").as_numpy_iterator()]
+    for b, (images, _) in enumerate(batches):
+        canvases = np.stack(stored[4 * b : 4 * b + 4])
+        assert images.shape[2] == int(imaging.window_width(canvases).numpy().max())
+        np.testing.assert_allclose(images.numpy().sum(), canvases.astype(np.float64).sum() / 255.0, rtol=1e-5)
+
+
+def test_word_batches_keep_the_whole_canvas(dataset_dir):
+    info = DatasetInfo.load(str(dataset_dir))
+    assert {b[0].shape[2] for b in inputs.batches(info, "train", batch_size=4, training=True, seed=0)} == {W}

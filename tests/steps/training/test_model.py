@@ -129,6 +129,58 @@ def test_other_canvas_sizes_give_one_time_step_per_pooled_column():
     assert net(tf.zeros((1, 64, 256, 1))).shape == (1, 64, 5)
 
 
+def test_a_windowed_model_reads_any_pooled_width_with_the_same_weights():
+    small = model_config(conv_filters=(8, 8), dense_units=8, rnn_units=(8,))
+    fixed = modelib.build(small, H, 512, num_classes=5)
+    windowed = modelib.build(small, H, 512, num_classes=5, windowed=True)
+    windowed.set_weights(fixed.get_weights())  # one architecture: weights move between the two freely
+    assert modelib.is_windowed(windowed) and not modelib.is_windowed(fixed)
+    for width in (64, 192, 512):
+        assert windowed(tf.zeros((2, H, width, 1))).shape == (2, width // 4, 5)
+    canvas = np.zeros((1, H, 512, 1), np.float32)
+    canvas[0, 8:24, 200:300:3] = 1.0
+    np.testing.assert_allclose(windowed(canvas), fixed(canvas), atol=1e-5)
+
+
+def test_read_canvases_reads_each_line_in_its_own_window_whatever_it_is_batched_with():
+    small = model_config(conv_filters=(8, 8), dense_units=8, rnn_units=(8,))
+    canvases = np.zeros((3, H, 512, 1), np.uint8)
+    canvases[0, 8:24, 230:280:3] = 255  # 50 px of ink in the middle
+    canvases[1, 8:24, 40:470:3] = 255  # a long line
+    canvases[2, 8:24, 200:320:2] = 255
+    windowed = modelib.build(small, H, 512, num_classes=5, windowed=True)
+    together = modelib.read_canvases(windowed, tf.constant(canvases)).numpy()
+    assert together.shape == (3, 128, 5)  # the canvas's time steps, whatever the windows
+    for i in range(3):
+        alone = modelib.read_canvases(windowed, tf.constant(canvases[i : i + 1])).numpy()[0]
+        np.testing.assert_array_equal(together[i], alone)
+        # = the model on the window alone, centred between frames that are certainly blank
+        window = imaging.crop_window(tf.constant(canvases[i : i + 1]))
+        direct = windowed(imaging.to_model_input(window)).numpy()[0]
+        start = (128 - len(direct)) // 2
+        np.testing.assert_allclose(together[i, start : start + len(direct)], direct, atol=1e-5)
+        padding = np.delete(together[i], range(start, start + len(direct)), axis=0)
+        assert np.all(padding.argmax(-1) == 0) and np.all(padding[:, 1:] < -1e3)
+    assert len(direct) < 128  # the short line really was read in a narrower window
+    fixed = modelib.build(small, H, 512, num_classes=5)
+    assert modelib.read_canvases(fixed, tf.constant(canvases)).shape == (3, 128, 5)
+
+
+def test_blank_padding_changes_no_reading_and_no_loss():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(2, 10, 6)).astype(np.float32)
+    blank = np.full((2, 5, 6), -1e4, np.float32)
+    blank[..., 0] = 0.0
+    padded = tf.constant(np.concatenate([blank, logits, blank], axis=1))
+    chars = tf.constant(list("abcde"))
+    labels = tf.constant([[1, 2, 0], [3, 3, 4]])
+    for beam in (0, 5):
+        (texts, scores), (ptexts, pscores) = ctc.decode(logits, chars, beam), ctc.decode(padded, chars, beam)
+        assert texts.numpy().tolist() == ptexts.numpy().tolist()
+        np.testing.assert_allclose(scores, pscores, atol=1e-6)
+    np.testing.assert_allclose(ctc.loss(labels, logits), ctc.loss(labels, padded), rtol=1e-5)
+
+
 def test_canvas_not_divisible_by_the_pooling_is_refused():
     with pytest.raises(ValueError, match="divisible"):
         modelib.build(model_config(conv_filters=(8, 8, 8), width_pools=3), 32, 100, num_classes=5)
