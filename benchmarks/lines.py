@@ -46,7 +46,7 @@ def measure(level: str, steps: int, batch: int, window: int | None = None) -> di
     import keras
     import tensorflow as tf
 
-    from steps.inference import ctc
+    from steps.inference import ctc, imaging
     from steps.training import model as modelib
 
     pre = PreprocessConfig.from_params({**config.defaults("preprocess"), "level": level})
@@ -73,12 +73,16 @@ def measure(level: str, steps: int, batch: int, window: int | None = None) -> di
     canvases[:, :, left : left + ink] = rng.integers(0, 256, (8, height, ink, 1), dtype=np.uint8)
     infer = tf.function(lambda images: modelib.read_canvases(net, images))
     call = _timed(lambda: infer(tf.constant(canvases)).numpy(), steps)
+    # what reading a windowed batch cost before windows: the whole batch at once on the whole canvas
+    whole = tf.function(lambda images: net(imaging.to_model_input(images), training=False))
+    batched = _timed(lambda: whole(tf.constant(canvases)).numpy(), steps)
     return {
         "level": level + (f", {trained}-px windows" if window else ""),
         "canvas": f"{height}x{trained}",
         "time_steps": train.model.time_steps(trained),
         "train_samples_per_s": batch / step,
         "infer_ms_per_image_batch8": 1000 * call / 8,
+        "infer_ms_per_image_batch8_whole_canvas": 1000 * batched / 8,
     }
 
 
@@ -96,6 +100,7 @@ def main() -> None:
         print(
             f"{r['level']:25s} {r['canvas']:>7s} ({r['time_steps']} time steps): "
             f"train {r['train_samples_per_s']:.1f} samples/s, inference {r['infer_ms_per_image_batch8']:.2f} ms/image"
+            f" (batches of 8; the whole batch on the whole canvas: {r['infer_ms_per_image_batch8_whole_canvas']:.2f})"
         )
     epoch = TRAIN_LINES / windowed["train_samples_per_s"]
     print(
