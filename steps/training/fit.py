@@ -177,14 +177,14 @@ class EpochReport(keras.callbacks.Callback):
         val_ds: tf.data.Dataset,
         val_texts: list[str],
         characters: tf.Tensor,
-        train_samples: int,
+        epoch_samples: int,
         work_dir: Path,
         on_epoch: Callable[[int, dict], None] | None,
     ):
         super().__init__()
         self.recogniser = recogniser  # decodes validation; self.model (the trainer) may have a second head
         self.val_ds, self.val_texts, self.characters = val_ds, val_texts, characters
-        self.train_samples, self.on_epoch = train_samples, on_epoch
+        self.epoch_samples, self.on_epoch = epoch_samples, on_epoch
         self.history_file, self.best_file = work_dir / "history.json", work_dir / "best.weights.h5"
         self.history = read_history(self.history_file)
         # One graph for the model call and the decoding: called eagerly per batch, the same work took 6.1 s of
@@ -210,7 +210,7 @@ class EpochReport(keras.callbacks.Callback):
         rates = metrics.error_rates(self.val_texts, predicted)
         logs["val_cer"], logs["val_wer"] = rates["cer"], rates["wer"]
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        logs["samples_per_second"] = self.train_samples / self.train_seconds
+        logs["samples_per_second"] = self.epoch_samples / self.train_seconds
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
         if logs["val_cer"] <= min(self.history["val_cer"]):  # best so far, resumed epochs included
@@ -288,7 +288,15 @@ def fit(
         val_ds_fit = cluster.whole_on_every_worker(val_ds_fit)
         cluster.patch_keras_fit(trainer, dist)
     report = EpochReport(
-        net, val_ds, val_texts, tf.constant(list(info.charset.characters)), info.samples["train"], work_dir, on_epoch
+        # what an epoch trains on: steps of the global batch, which is more than the split when min_epoch_steps
+        # passes over it more than once (the last batch of a pass may be short: this is the upper bound)
+        net,
+        val_ds,
+        val_texts,
+        tf.constant(list(info.charset.characters)),
+        steps * global_batch,
+        work_dir,
+        on_epoch,
     )
     stop = EarlyStop(report, cfg.patience)
     callbacks = [  # in this order: the report writes val_cer into the logs and the history the last two read
