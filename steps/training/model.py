@@ -57,6 +57,63 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
         return y
 
 
+@keras.saving.register_keras_serializable(package="crnn")
+class FusedLSTM(keras.layers.LSTM):
+    """Keras' LSTM, computed by TensorFlow's fused sequence kernel (BlockLSTM) where it can be.
+
+    Keras 3 steps a while loop through time on a CPU, a dozen small ops per step in each direction and
+    again in the gradient; the fused kernel runs the whole sequence, and its gradient, in one op each. Same
+    variables, same gates (i, f, c, o; tanh and sigmoid), same input dropout (one mask per sequence), same
+    outputs to float rounding: a model saved with either layer loads into the other. Anything the kernel
+    does not do (masks, initial or returned states, recurrent dropout, other activations) takes Keras' path.
+    """
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        cell = self.cell
+        if (
+            mask is not None
+            or initial_state is not None
+            or self.return_state
+            or not self.return_sequences
+            or cell.recurrent_dropout
+            or not cell.use_bias
+            or cell.activation is not keras.activations.tanh
+            or cell.recurrent_activation is not keras.activations.sigmoid
+        ):
+            return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+        x = sequences
+        if training and cell.dropout > 0:  # one input mask per sequence, as Keras' cell draws it
+            keep = keras.random.dropout(tf.ones_like(x[:, :1]), cell.dropout, seed=cell.seed_generator)
+            x = x * keep
+        x = tf.transpose(x, [1, 0, 2])  # the kernel is time-major
+        if self.go_backwards:
+            x = tf.reverse(x, [0])
+        zeros = tf.zeros([tf.shape(x)[1], cell.units], x.dtype)
+        no_peephole = tf.zeros([cell.units], x.dtype)
+        # The kernel's gates are (i, c, f, o), Keras' (i, f, c, o). BlockLSTMV2 would take Keras' order, but
+        # its registered gradient disagrees with its forward pass (TF 2.17: wrong input and weight gradients),
+        # so the first version it is, with no forget bias added and no clipping.
+        i, f, c, o = tf.split(tf.concat([cell.kernel, cell.recurrent_kernel], axis=0), 4, axis=1)
+        bi, bf, bc, bo = tf.split(cell.bias, 4)
+        outputs = tf.raw_ops.BlockLSTM(
+            seq_len_max=tf.cast(tf.shape(x)[0], tf.int64),
+            x=x,
+            cs_prev=zeros,
+            h_prev=zeros,
+            w=tf.concat([i, c, f, o], axis=1),
+            wci=no_peephole,
+            wcf=no_peephole,
+            wco=no_peephole,
+            b=tf.concat([bi, bc, bf, bo], axis=0),
+            forget_bias=0.0,
+            cell_clip=-1.0,
+            use_peephole=False,
+        )
+        # Like Keras, a backward layer returns its outputs in the order it read them (Bidirectional
+        # reverses them back).
+        return tf.transpose(outputs[6], [1, 0, 2])
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's shape; no defaults here (they are train's MLproject parameters)."""
@@ -149,7 +206,7 @@ def build_for_training(
     x = projected = keras.layers.Dropout(config.dropout)(x)
     for i, units in enumerate(config.rnn_units):
         x = keras.layers.Bidirectional(
-            keras.layers.LSTM(units, return_sequences=True, dropout=config.dropout), name=f"bilstm{i + 1}"
+            FusedLSTM(units, return_sequences=True, dropout=config.dropout), name=f"bilstm{i + 1}"
         )(x)
     # The output reads the per-column CNN features beside the BiLSTMs' context: CTC can learn characters
     # from the convolutions while the recurrent layers are still near their initialisation, which is most

@@ -355,3 +355,65 @@ def test_fused_batch_norm_computes_what_keras_batch_norm_does(graph):
     np.testing.assert_allclose(ours.moving_mean, theirs.moving_mean, atol=1e-5)
     np.testing.assert_allclose(ours.moving_variance, theirs.moving_variance, rtol=1e-5)
     np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), atol=1e-4)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["eager", "tf.function"])
+def test_fused_lstm_computes_what_keras_lstm_does_both_ways_with_its_gradients(graph):
+    x = tf.random.stateless_normal([4, 9, 6], seed=[3, 4])
+    theirs = keras.layers.Bidirectional(keras.layers.LSTM(5, return_sequences=True))
+    ours = keras.layers.Bidirectional(modelib.FusedLSTM(5, return_sequences=True))
+    theirs(x), ours(x)
+    ours.set_weights(theirs.get_weights())
+
+    def outputs_and_gradients(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(tf.sin(3.0 * y) * tf.range(10.0))
+        return y, tape.gradient(loss, [x] + layer.trainable_variables)
+
+    run = tf.function(outputs_and_gradients) if graph else outputs_and_gradients
+    (y_ours, g_ours), (y_theirs, g_theirs) = run(ours), run(theirs)
+    np.testing.assert_allclose(y_ours, y_theirs, atol=1e-6)
+    assert len(g_ours) == 7  # the input, then kernel, recurrent kernel and bias of each direction
+    for a, b in zip(g_ours, g_theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_lstm_drops_one_input_mask_per_sequence_and_falls_back_where_the_kernel_cannot():
+    x = tf.ones([64, 7, 40])
+    layer = modelib.FusedLSTM(3, return_sequences=True, dropout=0.5)
+    layer(x)
+    layer.cell.kernel.assign(tf.ones_like(layer.cell.kernel) * 0.05)
+    a, b = layer(x, training=True), layer(x, training=True)
+    assert not np.allclose(a, b)  # dropout is on in training, drawn afresh per call
+    np.testing.assert_allclose(layer(x), layer(x))  # and off in inference
+    # A mask goes through Keras' own loop, with the same weights: masked steps repeat the last output.
+    mask = tf.sequence_mask([7, 3], 7)
+    masked = layer(x[:2], mask=mask)
+    np.testing.assert_allclose(masked[1, 3:], tf.repeat(masked[1, 2:3], 4, axis=0), atol=1e-6)
+    np.testing.assert_allclose(masked[0], layer(x[:1])[0], atol=1e-6)
+
+
+def test_a_model_saved_with_keras_lstm_loads_into_the_fused_one(tmp_path):
+    cfg = ModelConfig((8, 16), 1, True, 12, (6,), 0.1, 0.0)
+    ours = modelib.build(cfg, 16, 32, 7)
+    # the same network with Keras' own LSTM, as models trained before the fused layer were saved
+    theirs = keras.models.clone_model(
+        ours,
+        clone_function=lambda layer: (
+            keras.layers.Bidirectional(keras.layers.LSTM(6, return_sequences=True, dropout=0.1), name=layer.name)
+            if isinstance(layer, keras.layers.Bidirectional)
+            else layer.__class__.from_config(layer.get_config())
+        ),
+    )
+    assert not any(
+        isinstance(layer.forward_layer, modelib.FusedLSTM) for layer in theirs.layers if hasattr(layer, "forward_layer")
+    )
+    theirs.save_weights(tmp_path / "old.weights.h5")
+    ours.load_weights(tmp_path / "old.weights.h5")
+    x = tf.random.stateless_uniform([3, 16, 32, 1], seed=[5, 6])
+    np.testing.assert_allclose(ours(x), theirs(x), atol=1e-5)
+    ours.save(tmp_path / "fused.keras")
+    again = keras.models.load_model(tmp_path / "fused.keras")
+    np.testing.assert_allclose(again(x), ours(x), atol=1e-6)
