@@ -81,9 +81,14 @@ class StreamConverter:
                 yield np.array(indices, np.int64), np.array(chunk, object)
 
         signature = (tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.string))
-        ds = tf.data.Dataset.from_generator(feed, output_signature=signature).unbatch()
-        ds = ds.map(self._preprocess, num_parallel_calls=self.parallel, deterministic=True).ignore_errors()
-        for indices, canvases, sizes in ds.batch(CHUNK).prefetch(2).as_numpy_iterator():
+        ds = tf.data.Dataset.from_generator(feed, output_signature=signature).prefetch(1).unbatch()
+        # `parallel` threads do TensorFlow's work; four images in flight per thread keep them busy while one
+        # slow image holds up the (deterministic) order, and while the feed reads the next chunk.
+        ds = ds.map(self._preprocess, num_parallel_calls=4 * self.parallel, deterministic=True).ignore_errors()
+        options = tf.data.Options()
+        options.threading.private_threadpool_size = self.parallel
+        ds = ds.batch(CHUNK).prefetch(2).with_options(options)
+        for indices, canvases, sizes in ds.as_numpy_iterator():
             for i, canvas, size in zip(indices, canvases, sizes):
                 yield from _drain(refused)
                 while pending[0][0] != i:  # sent before i and not come out: TensorFlow could not decode it

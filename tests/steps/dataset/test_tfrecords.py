@@ -107,3 +107,22 @@ def test_records_across_shards_read_back_complete(tmp_path):
     ds = tf.data.TFRecordDataset(files).map(lambda r: tfrecords.parse(r, H, W))
     ids = sorted(ex["id"].decode() for ex in ds.as_numpy_iterator())
     assert ids == sorted(i for i, *_ in items)
+
+
+@pytest.mark.parametrize("shape", [(32, 128, 1), (64, 3000, 1), (1, 1, 1)], ids=["word", "long varints", "one pixel"])
+def test_serialized_records_are_tf_train_examples_with_every_field(shape):
+    canvas = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    text = 'Grüße, "quoted" – ' * 10  # multi-byte UTF-8, longer than 127 bytes
+    record = tfrecords.serialize("a01-000u-00-00", "w000", text, canvas)
+    example = tf.train.Example.FromString(record)
+    feature = example.features.feature
+    assert sorted(feature) == ["height", "id", "image", "text", "width", "writer"]
+    assert feature["id"].bytes_list.value == [b"a01-000u-00-00"]
+    assert feature["writer"].bytes_list.value == [b"w000"]
+    assert feature["text"].bytes_list.value[0].decode("utf-8") == text
+    assert feature["image"].bytes_list.value == [canvas.tobytes()]
+    assert (feature["height"].int64_list.value, feature["width"].int64_list.value) == ([shape[0]], [shape[1]])
+    parsed = tfrecords.parse(tf.constant(record), shape[0], shape[1])
+    np.testing.assert_array_equal(parsed["image"], canvas)
+    # the same sample always gives the same bytes (shards written with any number of workers are identical)
+    assert tfrecords.serialize("a01-000u-00-00", "w000", text, canvas.copy()) == record
