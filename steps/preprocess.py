@@ -96,7 +96,9 @@ def _log_lineage(stats: dict, raw_uri: str) -> None:
     show_default=True,
     help="samples per TFRecord shard",
 )
-@click.option("--workers", type=click.IntRange(0), default=D["workers"], show_default=True, help="0 = all cores")
+@click.option(
+    "--workers", type=click.IntRange(0), default=D["workers"], show_default=True, help="decoding threads; 0 = all cores"
+)
 @cli.user_errors(artifacts.ArtifactError, runs.UpstreamNotFound, DatasetError)
 def main(raw_data: str, **params) -> None:
     from steps.dataset.build import build

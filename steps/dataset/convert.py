@@ -132,7 +132,7 @@ def convert(
     progress: bool = True,
     previews: int = 16,
 ) -> ConversionResult:
-    """Stream `archive`, preprocess every planned sample `workers` at a time (0 = all cores), write shards."""
+    """Stream `archive`, preprocess every planned sample on `workers` threads (0 = all cores), write shards."""
     import tensorflow as tf
 
     from steps.workflow.progress import bar as tqdm  # one redrawn line in a terminal, whole lines in a log
