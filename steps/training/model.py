@@ -206,7 +206,10 @@ def build_for_training(
     x = projected = keras.layers.Dropout(config.dropout)(x)
     for i, units in enumerate(config.rnn_units):
         x = keras.layers.Bidirectional(
-            FusedLSTM(units, return_sequences=True, dropout=config.dropout), name=f"bilstm{i + 1}"
+            # named as Keras' LSTM is, so the variable paths (bilstm1/forward_lstm/lstm_cell/kernel) are those
+            # of models trained before the fused layer: init_model matches a parent's weights by path
+            FusedLSTM(units, return_sequences=True, dropout=config.dropout, name="lstm"),
+            name=f"bilstm{i + 1}",
         )(x)
     # The output reads the per-column CNN features beside the BiLSTMs' context: CTC can learn characters
     # from the convolutions while the recurrent layers are still near their initialisation, which is most

@@ -22,6 +22,7 @@ from steps.evaluation import metrics
 from steps.inference import ctc, imaging
 from steps.inference.charset import Charset
 from steps.training import model as modelib
+from steps.training import warmstart
 from steps.training.model import ModelConfig
 from steps.workflow import config
 
@@ -410,6 +411,9 @@ def test_a_model_saved_with_keras_lstm_loads_into_the_fused_one(tmp_path):
     assert not any(
         isinstance(layer.forward_layer, modelib.FusedLSTM) for layer in theirs.layers if hasattr(layer, "forward_layer")
     )
+    # init_model finds a parent's weights by variable path: the fused layer must keep Keras' paths
+    paths = lambda net: sorted(warmstart.key(v.path) for v in net.variables)  # noqa: E731
+    assert paths(ours) == paths(theirs) and "bilstm1/forward_lstm/lstm_cell/kernel" in paths(ours)
     theirs.save_weights(tmp_path / "old.weights.h5")
     ours.load_weights(tmp_path / "old.weights.h5")
     x = tf.random.stateless_uniform([3, 16, 32, 1], seed=[5, 6])
