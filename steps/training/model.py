@@ -64,7 +64,7 @@ class FusedLSTM(keras.layers.LSTM):
     Keras 3 steps a while loop through time on a CPU, a dozen small ops per step in each direction and
     again in the gradient; the fused kernel runs the whole sequence, and its gradient, in one op each. Same
     variables, same gates (i, f, c, o; tanh and sigmoid), same input dropout (one mask per sequence), same
-    outputs to float rounding: a model saved with either layer loads into the other. Anything the kernel
+    outputs to float rounding: weights saved from either layer load into the other. Anything the kernel
     does not do (masks, initial or returned states, recurrent dropout, other activations) takes Keras' path.
     """
 
