@@ -94,13 +94,6 @@ def worker_batches(
     return dist.distribute_datasets_from_function(per_worker)
 
 
-def whole_on_every_worker(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """A dataset every worker reads whole (validation: the same figures, hence the same decisions, everywhere)."""
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    return ds.with_options(options)
-
-
 def patch_keras_fit(trainer, dist: tf.distribute.Strategy) -> None:
     """Work around Keras 3's fit under MultiWorkerMirroredStrategy (keras-team/keras#20585, Keras 3.15 here):
 

@@ -168,30 +168,37 @@ class CosineDecay(keras.callbacks.Callback):
 
 
 class EpochReport(keras.callbacks.Callback):
-    """Owns the run's history: adds val CER/WER, learning rate and samples/s to each epoch's logs, saves the
-    history atomically and the best-val-CER weights. Must come before the callbacks that read val_cer."""
+    """Owns the run's history and the validation: adds val loss (per head, as Keras names it), val CER/WER,
+    learning rate and samples/s to each epoch's logs, saves the history atomically and the best-val-CER
+    weights. Must come before the callbacks that read val_cer or val_loss."""
 
     def __init__(
         self,
-        recogniser: keras.Model,
         val_ds: tf.data.Dataset,
         val_texts: list[str],
         characters: tf.Tensor,
+        loss_weights: Mapping[str, float] | None,
         epoch_samples: int,
         work_dir: Path,
         on_epoch: Callable[[int, dict], None] | None,
     ):
         super().__init__()
-        self.recogniser = recogniser  # decodes validation; self.model (the trainer) may have a second head
         self.val_ds, self.val_texts, self.characters = val_ds, val_texts, characters
+        self.loss_weights = loss_weights  # per head of a two-headed trainer (as compiled); None: one output
         self.epoch_samples, self.on_epoch = epoch_samples, on_epoch
         self.history_file, self.best_file = work_dir / "history.json", work_dir / "best.weights.h5"
         self.history = read_history(self.history_file)
-        # One graph for the model call and the decoding: called eagerly per batch, the same work took 6.1 s of
-        # a 26-s epoch instead of 0.9 s (benchmarks/profiles/profile_train.py, default model, 886 words).
-        self.decode = tf.function(
-            lambda images: ctc.decode(self.recogniser(images, training=False), self.characters), reduce_retracing=True
-        )
+        # One pass and one graph per batch for the losses and the decoding. Keras' own validation pass ran the
+        # network over the split a second time for the loss alone (2.6 s of a 44-s epoch), and decoding
+        # eagerly batch by batch took 6.1 s instead of 0.9 s (benchmarks/profiles/profile_train.py).
+        self.validate = tf.function(self._validate, reduce_retracing=True)
+
+    def _validate(self, images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+        """A validation batch -> (greedy texts [B], summed CTC loss per head)."""
+        out = self.model(images, training=False)
+        heads = out if isinstance(out, dict) else {"logits": out}
+        texts, _ = ctc.decode(heads["logits"], self.characters)
+        return texts, {name: tf.reduce_sum(ctc.loss(labels, logits)) for name, logits in heads.items()}
 
     def on_epoch_begin(self, epoch, logs=None):
         # Epochs 0..epoch-1 are done: a kill after the history was written but before Keras' backup was makes
@@ -199,18 +206,25 @@ class EpochReport(keras.callbacks.Callback):
         self.history = {k: v[:epoch] for k, v in self.history.items()}
         self.start = time.perf_counter()
 
-    def on_test_begin(self, logs=None):
-        self.train_seconds = time.perf_counter() - self.start  # samples/s of training, not validation
-
     def on_epoch_end(self, epoch, logs=None):
-        predicted = []
-        for images, _ in self.val_ds:
-            texts, _ = self.decode(images)
+        train_seconds = time.perf_counter() - self.start  # samples/s of training, not validation
+        predicted, sums = [], {}
+        for images, labels in self.val_ds:
+            texts, losses = self.validate(images, labels)
             predicted += [t.decode() for t in texts.numpy()]
+            for name, total in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(total)
+        # the mean over samples, as Keras' validation averaged it; its names: val_loss, then per head
+        head_losses = {name: total / len(predicted) for name, total in sums.items()}
+        if self.loss_weights is None:
+            logs["val_loss"] = head_losses["logits"]
+        else:
+            logs["val_loss"] = sum(self.loss_weights[name] * v for name, v in head_losses.items())
+            logs.update({f"val_{name}_loss": v for name, v in head_losses.items()})
         rates = metrics.error_rates(self.val_texts, predicted)
         logs["val_cer"], logs["val_wer"] = rates["cer"], rates["wer"]
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        logs["samples_per_second"] = self.epoch_samples / self.train_seconds
+        logs["samples_per_second"] = self.epoch_samples / train_seconds
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
         if logs["val_cer"] <= min(self.history["val_cer"]):  # best so far, resumed epochs included
@@ -272,28 +286,27 @@ def fit(
         # CTC's gradients are large and erratic while the model still emits only blanks; clipping each
         # variable's gradient norm to 1 got a 1,000-word model reading two epochs sooner (README).
         optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=1.0)
+        # both heads learn the same labels; the shortcut's loss is weighted down
+        loss_weights = {"logits": 1.0, "shortcut": cfg.model.shortcut} if two_heads else None
         if trainer is net:
             trainer.compile(optimizer=optimizer, loss=ctc.loss)
-        else:  # both heads learn the same labels; the shortcut's loss is weighted down
+        else:
             trainer.compile(
-                optimizer=optimizer,
-                loss={"logits": ctc.loss, "shortcut": ctc.loss},
-                loss_weights={"logits": 1.0, "shortcut": cfg.model.shortcut},
+                optimizer=optimizer, loss={"logits": ctc.loss, "shortcut": ctc.loss}, loss_weights=loss_weights
             )
         if warm_start is not None:
             warm_start.apply(trainer, info.charset)
     assert (trainer is not net) == two_heads
-    val_ds_fit = heads(val_ds)
     if machines.workers > 1:
-        val_ds_fit = cluster.whole_on_every_worker(val_ds_fit)
         cluster.patch_keras_fit(trainer, dist)
     report = EpochReport(
-        # what an epoch trains on: steps of the global batch, which is more than the split when min_epoch_steps
-        # passes over it more than once (the last batch of a pass may be short: this is the upper bound)
-        net,
+        # validation is the report's, not fit's: every worker reads the whole split, outside the strategy
         val_ds,
         val_texts,
         tf.constant(list(info.charset.characters)),
+        loss_weights,
+        # what an epoch trains on: steps of the global batch, which is more than the split when min_epoch_steps
+        # passes over it more than once (the last batch of a pass may be short: this is the upper bound)
         steps * global_batch,
         work_dir,
         on_epoch,
@@ -313,9 +326,7 @@ def fit(
         stop,
         progress.epoch_lines(),  # a line every 30 s within an epoch (verbose=2 prints only at its end)
     ]
-    trainer.fit(
-        train_ds, validation_data=val_ds_fit, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2
-    )
+    trainer.fit(train_ds, epochs=cfg.epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=2)
     if report.best_file.exists():
         trainer.load_weights(report.best_file)  # the recogniser shares the trainer's layers
     if machines.workers > 1:

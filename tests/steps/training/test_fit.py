@@ -77,3 +77,47 @@ def test_a_damaged_history_is_discarded_with_a_warning(tmp_path, capsys):
     assert read_history(path) == {} and "discarding the damaged training history" in capsys.readouterr().err
     path.write_text('{"val_cer": [0.5, 0.4]}')
     assert read_history(path) == {"val_cer": [0.5, 0.4]}
+
+
+@pytest.mark.parametrize("shortcut", [0.0, 0.3])
+def test_the_report_validates_as_keras_would_in_one_pass(tmp_path, shortcut):
+    """EpochReport computes the validation losses (Keras' names, Keras' figures) beside the CER from one pass."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from steps.inference import ctc
+    from steps.training import model as modelib
+    from steps.training.fit import EpochReport
+
+    keras.utils.set_random_seed(0)
+    mc = ModelConfig((8, 8), 2, True, 16, (16,), 0.0, shortcut)
+    net, trainer = modelib.build_for_training(mc, 32, 64, 27)
+    weights = {"logits": 1.0, "shortcut": shortcut} if shortcut else None
+    loss = {"logits": ctc.loss, "shortcut": ctc.loss} if shortcut else ctc.loss
+    trainer.compile(keras.optimizers.Adam(1e-3), loss=loss, loss_weights=weights)
+    rng = np.random.default_rng(0)
+    images = rng.random((20, 32, 64, 1), dtype=np.float32)
+    labels = np.zeros((20, 6), np.int32)
+    for i in range(20):
+        labels[i, : 1 + i % 6] = rng.integers(1, 27, 1 + i % 6)
+    val = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)  # the last batch is short
+    heads = (lambda ds: ds.map(lambda x, y: (x, {"logits": y, "shortcut": y}))) if shortcut else (lambda ds: ds)
+    texts = ["".join("abcdefghijklmnopqrstuvwxyz"[c - 1] for c in row if c) for row in labels]
+    chars = tf.constant(list("abcdefghijklmnopqrstuvwxyz"))
+    report = EpochReport(val, texts, chars, weights, 20, tmp_path, None)
+    trainer.fit(heads(val), epochs=1, callbacks=[report], verbose=0)
+
+    history = {k: v[0] for k, v in report.history.items()}
+    # Keras' val_loss is the mean over samples (its per-head figures are means of batch means: not compared)
+    assert history["val_loss"] == pytest.approx(
+        trainer.evaluate(heads(val), return_dict=True, verbose=0)["loss"], rel=1e-4
+    )
+    if shortcut:
+        out = trainer(images, training=False)
+        per_head = {name: float(tf.reduce_mean(ctc.loss(labels, out[name]))) for name in ("logits", "shortcut")}
+        assert history["val_logits_loss"] == pytest.approx(per_head["logits"], rel=1e-4)
+        assert history["val_shortcut_loss"] == pytest.approx(per_head["shortcut"], rel=1e-4)
+        assert history["val_loss"] == pytest.approx(per_head["logits"] + shortcut * per_head["shortcut"], rel=1e-4)
+    assert 0.0 <= report.history["val_cer"][0] <= 1.0 and report.history["samples_per_second"][0] > 0
+    assert (tmp_path / "history.json").exists() and (tmp_path / "best.weights.h5").exists()
