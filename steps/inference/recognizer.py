@@ -29,6 +29,7 @@ CHARSET = "charset.json"
 CALIBRATION = "calibration.json"
 DEFAULT_MAX_PIXELS = imaging.DEFAULT_MAX_PIXELS
 BATCH_DECODE_PIXELS = 1_000_000  # images up to this size (a word, a line) are decoded in one call per batch
+NO_INK = "the image holds no ink: nothing to read"
 
 
 class HandwritingModel(mlflow.pyfunc.PythonModel):
@@ -72,7 +73,7 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             raise imaging.CorruptImage(f"corrupt {imaging.sniff_format(data)} image") from None
         if not canvas.any():
-            raise imaging.BlankImage("the image holds no ink: nothing to read")
+            raise imaging.BlankImage(NO_INK)
         return canvas
 
     def canvases(
@@ -112,9 +113,7 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
             canvases, inked = (t.numpy() for t in self._preprocess_batch(tf.constant(list(images), tf.string)))
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             return [c for data in images for c in self.canvases_of_checked([data])]
-        return [
-            c if ok else imaging.BlankImage("the image holds no ink: nothing to read") for c, ok in zip(canvases, inked)
-        ]
+        return [c if ok else imaging.BlankImage(NO_INK) for c, ok in zip(canvases, inked)]
 
     @functools.cached_property
     def _preprocess_batch(self):
