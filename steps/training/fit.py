@@ -214,7 +214,7 @@ class EpochReport(keras.callbacks.Callback):
             predicted += [t.decode() for t in texts.numpy()]
             for name, total in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(total)
-        # the mean over samples, as Keras' validation averaged it; its names: val_loss, then per head
+        # means over samples (Keras' val_loss is one too; its per-head figures were means of batch means)
         head_losses = {name: total / len(predicted) for name, total in sums.items()}
         if self.loss_weights is None:
             logs["val_loss"] = head_losses["logits"]
