@@ -225,6 +225,9 @@ class Monitor:
 # ----------------------------------------------------------------------------------------- phases
 
 
+TRAINING_PHASES = ("train", "train_compare", "quality_vs_keras")
+
+
 class Runner:
     """Runs the phases of one benchmark run; everything they make lives in `work`, their logs in work/logs."""
 
@@ -245,7 +248,9 @@ class Runner:
         return env
 
     def phase(self, name: str, phase: str, args: dict, tag: str | None = None) -> dict:
-        """Run phases.py <phase> in a child process under a Monitor; its result plus the monitor's figures."""
+        """Run phases.py <phase> in a child process under a Monitor; its result plus the monitor's figures.
+
+        Phases that train run with the train step's environment (config.TRAINING_ENV), so they train as it does."""
         tag = tag or name
         quiet = wait_quiet(self.max_phase_wait, None)
         args_file, result_file = self.logs / f"{tag}.args.json", self.logs / f"{tag}.result.json"
@@ -256,7 +261,7 @@ class Runner:
             proc = subprocess.Popen(
                 [sys.executable, str(HERE / "phases.py"), phase, str(args_file), str(result_file)],
                 cwd=REPO,
-                env=self.env(**args.get("_env", {})),
+                env=self.env(**{**(config.TRAINING_ENV if phase in TRAINING_PHASES else {}), **args.get("_env", {})}),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -21,11 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from steps.workflow import config  # noqa: E402
+
+for _name, _value in config.TRAINING_ENV.items():  # train as the train step does: set before TensorFlow loads
+    os.environ.setdefault(_name, _value)
+
 import numpy as np  # noqa: E402
 
 from steps.dataset.plan import PreprocessConfig  # noqa: E402
 from steps.training.fit import TrainConfig  # noqa: E402
-from steps.workflow import config  # noqa: E402
 
 CHARSET = 79  # IAM's characters; the output layer's size barely matters
 TRAIN_LINES = 1618  # training lines of the default synthetic line sample (seed 42), from its preprocess run

@@ -25,6 +25,15 @@ Several machines: with TF_CONFIG naming two or more workers (steps/training/clus
 
 from __future__ import annotations
 
+import os
+
+from steps.workflow import config
+
+# TensorFlow reads these once, when it is imported: before the imports below bring it in. A user's own
+# setting wins.
+for _name, _value in config.TRAINING_ENV.items():
+    os.environ.setdefault(_name, _value)
+
 import hashlib
 import shutil
 import tempfile
@@ -38,7 +47,7 @@ from steps.inference.charset import CharsetError
 from steps.inference.loading import ModelLoadError
 from steps.training.errors import ConfigError
 from steps.training.schedule import SCHEDULES
-from steps.workflow import artifacts, chain, cli, config, runs
+from steps.workflow import artifacts, chain, cli, runs
 
 D = config.defaults("train")
 
@@ -67,6 +76,16 @@ def resolve_data(data_uri: str, train_ratio: float, val_ratio: float, level: str
     uri = f"runs:/{run_id}/{config.DATASET_ARTIFACT}"
     runs.log(f"using {uri}")
     return uri
+
+
+def onednn() -> str:
+    """on | off: whether TensorFlow computes with oneDNN's kernels in this process (config.TRAINING_ENV)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # no public API says it (TF 2.17)
+
+        return "on" if _pywrap_util_port.IsMklEnabled() else "off"
+    except (ImportError, AttributeError):
+        return "unknown"
 
 
 def calibrate(model, info: DatasetInfo):
@@ -254,6 +273,7 @@ def main(
         mlflow.set_tag("hwr.data", data_uri)
         info = DatasetInfo.load(data_dir)
         mlflow.set_tag("hwr.level", info.level)  # the data's level, whatever -P level said
+        mlflow.set_tag("hwr.onednn", onednn())  # runs that differ in it differ in float rounding
         if machines.workers > 1:
             mlflow.set_tag("hwr.workers", str(machines.workers))
             runs.log(

@@ -242,6 +242,7 @@ def test_first_run_makes_five_nested_runs_chained_by_uris(store, first):
         assert mlflow.models.get_model_info(model_uri).run_id == ids["train"]
     finally:
         mlflow.set_tracking_uri(None)
+    assert steps["train"].data.tags["hwr.onednn"] == "on"  # config.TRAINING_ENV, whatever the CPU
     assert "test_cer" in steps["evaluate"].data.metrics
     assert steps["evaluate"].data.tags["hwr.model_uri"] == model_uri
     # the registry: version 1, champion

@@ -29,6 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from harness import latest_data_root  # noqa: E402
 
+from steps.workflow import config  # noqa: E402
+
+for _name, _value in config.TRAINING_ENV.items():  # profile the step as the train step runs it
+    os.environ.setdefault(_name, _value)
+
 
 def median_ms(fn, n: int, repeats: int = 3) -> float:
     """Median over `repeats` of the mean milliseconds of `n` calls of fn (after one warm-up call)."""

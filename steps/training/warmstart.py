@@ -23,7 +23,11 @@ from steps.inference.charset import BLANK_INDEX, Charset
 from steps.training.errors import ConfigError
 
 OUTPUT_LAYERS = ("logits", "shortcut")  # last axis: blank + one class per character
-FROZEN_PREFIXES = ("conv", "bn")  # the convolutional blocks (model.py names them conv<i>, bn<i>)
+FROZEN_PREFIXES = ("conv", "bn")
+SAME_ARCHITECTURE = (
+    "train with the parent's architecture (its train run's conv_filters, conv_block, width_pools, column_pool, "
+    "dense_units, rnn_units)"
+)  # the convolutional blocks (model.py names them conv<i>, bn<i>)
 
 
 @dataclass(frozen=True)
@@ -77,18 +81,27 @@ def class_map(old: Charset, new: Charset) -> list[int]:
 def transfer(model: keras.Model, parent: Parent, charset: Charset) -> dict[str, int]:
     """Copy the parent's weights into `model` (built for `charset`) -> counts: copied, extended, fresh.
 
-    ConfigError when a layer other than the outputs has another shape than the parent's, or nothing matches.
+    ConfigError, before anything is copied, when the networks differ other than in the output layers: a
+    layer of another shape, or weights that one has and the other lacks (conv_block classic has conv
+    biases, lean none); or when nothing matches.
     """
     mapping = class_map(parent.charset, charset)
     keep = [j for j, o in enumerate(mapping) if o >= 0]
     counts = {"copied": 0, "extended": 0, "fresh": 0, "new_characters": len(mapping) - len(keep)}
-    for variable in model.variables:
-        name = key(variable.path)
+    pairs = [(v, key(v.path)) for v in model.variables if "seed_generator" not in v.path]
+    matched = {name for _, name in pairs if name in parent.weights}
+    if not any(name.split("/")[0] not in OUTPUT_LAYERS for name in matched):
+        raise ConfigError(f"no layer of {parent.uri} matches this network: is it a model trained by this pipeline?")
+    only_here = [name for _, name in pairs if name not in matched and name.split("/")[0] not in OUTPUT_LAYERS]
+    only_there = [name for name in parent.weights if name not in matched and "seed_generator" not in name]
+    if only_here or only_there:
+        what = f"{only_there[0]} is only there" if only_there else f"{only_here[0]} is only here"
+        raise ConfigError(f"{parent.uri} does not fit this network: {what}: {SAME_ARCHITECTURE}")
+    for variable, name in pairs:
         old = parent.weights.get(name)
-        if old is None or "seed_generator" in name:
+        if old is None:
             counts["fresh"] += 1
-            continue
-        if name.split("/")[0] in OUTPUT_LAYERS and old.shape[:-1] == tuple(variable.shape)[:-1]:
+        elif name.split("/")[0] in OUTPUT_LAYERS and old.shape[:-1] == tuple(variable.shape)[:-1]:
             value = keras.ops.convert_to_numpy(variable).copy()
             value[..., keep] = old[..., [mapping[j] for j in keep]]
             variable.assign(value)
@@ -99,11 +112,8 @@ def transfer(model: keras.Model, parent: Parent, charset: Charset) -> dict[str, 
         else:
             raise ConfigError(
                 f"{parent.uri} does not fit this network: {name} is {old.shape} there and {tuple(variable.shape)} "
-                "here: train with the parent's architecture (its train run's conv_filters, width_pools, "
-                "column_pool, dense_units, rnn_units)"
+                f"here: {SAME_ARCHITECTURE}"
             )
-    if not counts["copied"]:
-        raise ConfigError(f"no layer of {parent.uri} matches this network: is it a model trained by this pipeline?")
     return counts
 
 

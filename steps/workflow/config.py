@@ -39,6 +39,11 @@ CHARSET_FILE = "charset.json"
 MANIFEST_FILE = "manifest.parquet"
 STATS_FILE = "stats.json"
 SPLITS = ("train", "val", "test")
+# What a training process sets before it imports TensorFlow (steps/train.py; the benchmarks' training
+# phases). TensorFlow turns oneDNN's CPU kernels on by default only on CPUs with AVX-512 VNNI, BF16 or AMX;
+# on an AVX2-only CPU it computes with Eigen's, and oneDNN's trained the default model 1.2-1.35x faster per
+# step (README, "Performance"). Serving keeps TensorFlow's default: oneDNN was slower at batch 1 there.
+TRAINING_ENV = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 SHARD_PATTERN = "{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 # Tags that the pipeline's run cache and lineage rely on.

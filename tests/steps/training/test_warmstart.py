@@ -56,6 +56,19 @@ def test_another_architecture_is_refused_with_what_to_do(tmp_path):
         warmstart.transfer(other, parent, OLD)
 
 
+def test_a_parent_with_a_layer_more_or_less_is_refused_before_anything_is_copied(tmp_path):
+    deeper = ModelConfig((8, 16), 1, True, 16, (8, 8), 0.0, 0.0)
+    parent, _ = _parent(tmp_path / "deeper", deeper)
+    net = modelib.build(CFG, 32, 64, OLD.size)  # one BiLSTM fewer: the parent's second would be dropped
+    before = {v.path: np.array(v) for v in net.variables}
+    with pytest.raises(ConfigError, match=r"bilstm2/\S+ is only there: train with the parent's architecture"):
+        warmstart.transfer(net, parent, OLD)
+    assert all(np.array_equal(np.array(v), before[v.path]) for v in net.variables)  # nothing half-copied
+    shallower, _ = _parent(tmp_path / "shallower")
+    with pytest.raises(ConfigError, match=r"bilstm2/\S+ is only here: .*rnn_units"):
+        warmstart.transfer(modelib.build(deeper, 32, 64, OLD.size), shallower, OLD)
+
+
 def test_frozen_convolutions_do_not_move_until_their_epochs_are_over(tmp_path):
     parent, original = _parent(tmp_path, ModelConfig((8, 16), 1, True, 16, (8,), 0.0, 0.0))
     net = modelib.build(ModelConfig((8, 16), 1, True, 16, (8,), 0.0, 0.0), 32, 64, OLD.size)
