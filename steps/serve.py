@@ -54,7 +54,9 @@ from steps.workflow import cli, config, runs
 
 # oneDNN's own CPU allocator pools what it frees and never returns it: one 36-megapixel decode left the server
 # ~480 MB larger for good. The system allocator gives it back (with memory.release's malloc_trim) and keeps
-# oneDNN's speed: turning oneDNN off instead cost 2.2x at concurrency 1 (README, "Performance"). Set before
+# oneDNN's speed: turning oneDNN off instead cost 2.2x at concurrency 1 on the machine that measured it, where
+# oneDNN was on by default (README, "Performance"). TensorFlow leaves oneDNN off on AVX2-only CPUs, where this
+# changes nothing; serve keeps TensorFlow's default there (oneDNN was slower at batch 1). Set before
 # TensorFlow is imported; a user's own setting wins.
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 D = config.defaults("serve")
