@@ -29,8 +29,8 @@ class FusedBatchNorm(keras.layers.BatchNormalization):
 
     Keras 3 normalises through separate moment, subtract and scale ops, whose gradients made batch
     normalisation cost about as much as the convolutions themselves on a CPU; the fused op (oneDNN's, which
-    train turns on: config.TRAINING_ENV) does the same arithmetic in one pass. Same variables, same moving averages (of the biased batch variance, as
-    Keras keeps them), same inference path.
+    train turns on: config.TRAINING_ENV) does the same arithmetic in one pass. Same variables, same moving
+    averages (of the biased batch variance, as Keras keeps them), same inference path.
     """
 
     def call(self, inputs, training=None, mask=None):

@@ -23,11 +23,11 @@ from steps.inference.charset import BLANK_INDEX, Charset
 from steps.training.errors import ConfigError
 
 OUTPUT_LAYERS = ("logits", "shortcut")  # last axis: blank + one class per character
-FROZEN_PREFIXES = ("conv", "bn")
+FROZEN_PREFIXES = ("conv", "bn")  # the convolutional blocks (model.py names them conv<i>, bn<i>)
 SAME_ARCHITECTURE = (
-    "train with the parent's architecture (its train run's conv_filters, conv_block, width_pools, column_pool, "
-    "dense_units, rnn_units)"
-)  # the convolutional blocks (model.py names them conv<i>, bn<i>)
+    "train with the parent's architecture (its train run's conv_filters, width_pools, column_pool, dense_units, "
+    "rnn_units)"
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,8 @@ def transfer(model: keras.Model, parent: Parent, charset: Charset) -> dict[str, 
     """Copy the parent's weights into `model` (built for `charset`) -> counts: copied, extended, fresh.
 
     ConfigError, before anything is copied, when the networks differ other than in the output layers: a
-    layer of another shape, or weights that one has and the other lacks (conv_block classic has conv
-    biases, lean none); or when nothing matches.
+    layer of another shape, or weights that one has and the other lacks (a BiLSTM more or fewer); or when
+    nothing matches.
     """
     mapping = class_map(parent.charset, charset)
     keep = [j for j, o in enumerate(mapping) if o >= 0]
