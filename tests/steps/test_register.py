@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import mlflow
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -16,8 +17,8 @@ from steps.workflow import config
 class Echo(mlflow.pyfunc.PythonModel):
     """A real (tiny) pyfunc model: registration only needs something logged under the model's name."""
 
-    def predict(self, context, model_input, params=None):
-        return model_input
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return model_input  # typed as the real model's is, so MLflow does not ask for type hints
 
 
 def evaluated_model(cer: float, digest: str = "d1g3st", split: str = "test") -> tuple[str, str, str]:
