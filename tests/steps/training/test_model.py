@@ -109,7 +109,7 @@ def test_default_config_output_shape():
     assert net.input_shape == (None, H, W, 1)
     out = net(tf.zeros((3, H, W, 1)), training=False)
     assert out.shape == (3, W // 4, 80) and out.dtype == tf.float32
-    assert sum(isinstance(layer, keras.layers.Bidirectional) for layer in net.layers) == 2
+    assert sum(isinstance(layer, keras.layers.Bidirectional) for layer in net.layers) == 1  # MLproject: one BiLSTM
 
 
 def test_deeper_config_output_shape():

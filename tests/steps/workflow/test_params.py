@@ -22,7 +22,7 @@ def test_the_defaults_pass():
     [
         (
             {"epochs": "-1"},
-            "epochs=-1: epochs must be an integer >= 1; set -P epochs=<an integer >= 1>, e.g. -P epochs=20",
+            "epochs=-1: epochs must be an integer >= 1; set -P epochs=<an integer >= 1>, e.g. -P epochs=21",
         ),
         ({"num_words": "0"}, "num_words=0: num_words must be an integer >= 1"),
         ({"batch_size": "abc"}, "batch_size=abc: batch_size must be an integer >= 1"),
