@@ -163,6 +163,14 @@ def test_the_training_reader_feeds_the_warp_scaled_to_unit_range(dataset_dir):
     assert float(tf.reduce_max(x)) > 0.5  # ink survives
 
 
+def test_the_training_stream_runs_without_tf_data_autotuning(dataset_dir):
+    """Keras drops its training iterator when fit ends, and with autotuning on that waited for tf.data's
+    optimisation thread, for up to 50 s (README, "Performance"). Evaluation streams end on their own and keep it."""
+    info = DatasetInfo.load(str(dataset_dir))
+    assert inputs.batches(info, "train", 4, training=True, seed=1).options().autotune.enabled is False
+    assert inputs.batches(info, "val", 4).options().autotune.enabled is not False
+
+
 # --- reading a dataset directory -------------------------------------------------------------------
 
 
