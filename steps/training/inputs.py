@@ -137,8 +137,8 @@ def batches(
         )
         # No tf.data autotuning thread for the training stream. Keras drops this iterator when fit ends, and
         # dropping it waited for that thread, intermittently for 4 to 50 s (TF 2.17, README "Performance").
-        # The stream stays the same: AUTOTUNE parallelism then means one call per core, and the reader is
-        # not the limit (0.7% of a step waits for it).
+        # The stream stays the same (AUTOTUNE values are then fixed instead of tuned), and the reader is not
+        # the limit (0.7% of a step waits for it).
         options = tf.data.Options()
         options.autotune.enabled = False
         ds = ds.with_options(options)
