@@ -224,6 +224,7 @@ def _export(net, info, args: dict) -> dict:
         export.save(
             net, info.charset, Calibration.identity(), info.image_height, info.image_width, Path(tmp) / "export"
         )
+        lite = export.save_lite(net, export.check_canvases(info), Path(tmp) / "export")  # as train ships it
         model = export.log_model(
             Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT, export.metadata(info)
         )
@@ -232,5 +233,6 @@ def _export(net, info, args: dict) -> dict:
         "model_uri": model.model_uri,
         "registered": f"models:/{mv.name}/{mv.version}",
         "version": mv.version,
+        "lite": lite,
         "seconds": time.perf_counter() - t0,
     }

@@ -334,6 +334,7 @@ def main(
             export.save(
                 fitted.model, fitted.dataset.charset, calibration, info.image_height, info.image_width, tmp / "export"
             )
+            runs.log(export.save_lite(fitted.model, export.check_canvases(fitted.dataset), tmp / "export"))
             for png in sorted(tmp.glob("*.png")):
                 mlflow.log_artifact(str(png))
             model_info = export.log_model(

@@ -43,7 +43,7 @@ def predict_split(
     rows, losses = [], []
     for batch in reader.records(info, split).batch(batch_size):
         try:
-            logits = recognizer.module.logits(batch["image"])
+            logits = recognizer.logits(batch["image"].numpy())  # as serve computes them (Lite or SavedModel)
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as e:
             raise DatasetError(
                 f"the dataset's {info.image_height}x{info.image_width} canvases do not fit the model "

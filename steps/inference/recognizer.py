@@ -23,10 +23,12 @@ import tensorflow as tf
 from steps.inference import ctc, imaging
 from steps.inference.calibration import Calibration
 from steps.inference.charset import Charset, CharsetError
+from steps.inference.lite import LiteNetwork
 
 SAVED_MODEL = "saved_model"  # names of the pyfunc model's artifacts
 CHARSET = "charset.json"
 CALIBRATION = "calibration.json"
+LITE = "network.tflite"  # optional: the network as TensorFlow Lite (word models since session 14)
 DEFAULT_MAX_PIXELS = imaging.DEFAULT_MAX_PIXELS
 BATCH_DECODE_PIXELS = 1_000_000  # images up to this size (a word, a line) are decoded in one call per batch
 NO_INK = "the image holds no ink: nothing to read"
@@ -36,12 +38,17 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: a DataFrame with a binary column `image` -> columns `text`, `confidence`."""
 
     def load_context(self, context) -> None:
-        calibration = context.artifacts.get(CALIBRATION)
+        calibration, lite = context.artifacts.get(CALIBRATION), context.artifacts.get(LITE)
         self._load(
-            Path(context.artifacts[SAVED_MODEL]), Path(context.artifacts[CHARSET]), calibration and Path(calibration)
+            Path(context.artifacts[SAVED_MODEL]),
+            Path(context.artifacts[CHARSET]),
+            calibration and Path(calibration),
+            lite and Path(lite),
         )
 
-    def _load(self, saved_model: Path, charset_path: Path, calibration_path: Path | None = None) -> None:
+    def _load(
+        self, saved_model: Path, charset_path: Path, calibration_path: Path | None = None, lite_path: Path | None = None
+    ) -> None:
         # tensorflow-io registers its ops lazily; the SavedModel's TIFF branch needs IO>DecodeTiff loaded.
         from tensorflow_io.python.ops import core_ops
 
@@ -57,6 +64,11 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
             )
         self.characters = tf.constant(list(self.charset.characters), tf.string)
         self.calibration = Calibration.load(calibration_path) if calibration_path else Calibration.identity()
+        # The network's logits come from its TensorFlow Lite copy when the model has one (twice as fast on a
+        # CPU, the same readings: steps/training/lite.py), else from the SavedModel.
+        self.lite = LiteNetwork(lite_path.read_bytes()) if lite_path else None
+        self.engine = "tflite" if self.lite else "savedmodel"
+        self._decoders: dict = {}
 
     def confidence(self, raw: Sequence[float] | np.ndarray) -> list[float]:
         """Raw scores (ctc.decode's) -> calibrated confidences in [0, 1]."""
@@ -151,21 +163,36 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
     def recognize_canvases(
         self, canvases: np.ndarray, beam_width: int = 0, lexicon: ctc.Lexicon | None = None
     ) -> list[tuple[str, float]]:
-        """uint8 canvases [B, H, W, 1] -> [(text, confidence)]; greedy runs wholly inside the SavedModel.
+        """uint8 canvases [B, H, W, 1] -> [(text, confidence)]. Greedy reading of a SavedModel network runs wholly
+        inside the SavedModel; Lite logits are decoded by the same ctc.decode in one graph call.
 
         With a lexicon, the best of `beam_width` (at least 10) beam paths that is a lexicon word wins.
         """
         if lexicon is not None:
-            logits = self.module.logits(tf.constant(canvases))
-            texts, raw = ctc.decode_lexicon(logits, self.characters, lexicon, max(beam_width, 10))
+            texts, raw = ctc.decode_lexicon(self.logits(canvases), self.characters, lexicon, max(beam_width, 10))
             return list(zip(texts, self.confidence(raw)))
-        read = self.module.recognize_canvas(tf.constant(canvases)) if beam_width == 0 else {}
+        read = self.module.recognize_canvas(tf.constant(canvases)) if beam_width == 0 and not self.lite else {}
         if "score" in read:
             out, raw = read["text"], read["score"]
-        else:  # beam search, or a model exported before the raw score: decode here, as the SavedModel would
-            out, raw = ctc.decode(self.module.logits(tf.constant(canvases)), self.characters, beam_width)
+        else:  # Lite logits, beam search, or a model exported before the raw score: decode as the SavedModel would
+            out, raw = self._decode(beam_width)(self.logits(canvases))
         texts = [t.decode("utf-8") for t in out.numpy()]
         return list(zip(texts, self.confidence(raw.numpy())))
+
+    def logits(self, canvases: np.ndarray) -> tf.Tensor:
+        """uint8 canvases [B, H, W, 1] -> the network's logits [B, T, C], from the Lite copy if there is one."""
+        if self.lite is not None:
+            return tf.constant(self.lite.logits(canvases))
+        return self.module.logits(tf.constant(canvases))
+
+    def _decode(self, beam_width: int):
+        """ctc.decode as one graph call per batch for `beam_width` (eagerly it is a dozen calls)."""
+        if beam_width not in self._decoders:
+            self._decoders[beam_width] = tf.function(
+                lambda logits: ctc.decode(logits, self.characters, beam_width),
+                input_signature=[tf.TensorSpec([None, None, None], tf.float32)],  # one trace for every batch size
+            )
+        return self._decoders[beam_width]
 
     def recognize(
         self,

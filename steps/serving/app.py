@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import re
 import threading
 import time
@@ -52,6 +53,7 @@ def describe(model_uri: str, model) -> dict:
         "run_id": None,
         "model_id": None,
         "charset_size": len(model.charset.characters),
+        "engine": model.engine,  # tflite | savedmodel: what computes the network (recognizer.HandwritingModel)
         "level": None,  # words | lines: what the model reads (its logged metadata; models before lines: words)
         "canvas": None,  # [height, width] every image is resized into
     }
@@ -91,6 +93,12 @@ def printable(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
+def model_workers(model: HandwritingModel) -> int:
+    """How many model calls to make at once: one per core for a TensorFlow Lite network, whose calls each
+    compute on one core; one for a SavedModel network, whose every call already spreads over all cores."""
+    return len(os.sched_getaffinity(0)) if model.engine == "tflite" else 1
+
+
 def create_app(
     model: HandwritingModel,
     model_info: dict,
@@ -114,7 +122,11 @@ def create_app(
     app.config["MAX_FORM_PARTS"] = limits.max_images + 8  # room for beam_width and stray fields
     app.json.sort_keys = False
     batcher = MicroBatcher(
-        lambda payloads, beam: model.read(payloads, beam, lexicon), max_batch, max_wait_ms, limits.max_queued_images
+        lambda payloads, beam: model.read(payloads, beam, lexicon),
+        max_batch,
+        max_wait_ms,
+        limits.max_queued_images,
+        model_workers(model),
     )
     app.extensions["hwr.batcher"] = batcher
     heavy_lanes = threading.BoundedSemaphore(limits.heavy_lanes)

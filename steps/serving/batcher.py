@@ -1,8 +1,9 @@
 """Micro-batching: the images of concurrent requests go through one model call.
 
-One background thread owns the model call; request threads submit images (encoded bytes, preprocessed
-inside the batched call, or ready canvases) and wait on futures. The queue is bounded: a submit that
-would overfill it raises QueueFull, which the app answers with 503 and Retry-After.
+Background threads (one, or one per core for a model whose calls each compute on one core) make the model
+calls; request threads submit images (encoded bytes, preprocessed inside the batched call, or ready
+canvases) and wait on futures. The queue is bounded: a submit that would overfill it raises QueueFull,
+which the app answers with 503 and Retry-After.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ class MicroBatcher:
     """Runs the images of concurrent requests through one `recognize(payloads, beam_width)` call, which
     returns one result per payload: a value, or an exception instance that fails that image alone.
 
-    One background thread owns the model call. A request thread checks its images (inside
-    `preparing()`) and submits them; at most `max_queued` images wait at once. The batcher
+    `workers` background threads make the calls, each one at a time. A request thread checks its images
+    (inside `preparing()`) and submits them; at most `max_queued` images wait at once. A free worker
     takes the oldest pending item and adds pending items with the same beam width, waiting up to
     `max_wait_ms` for more only while some request is still preparing: a lone request never waits,
     and under load one call serves many requests (that is where the throughput comes from).
@@ -46,9 +47,10 @@ class MicroBatcher:
         max_batch: int,
         max_wait_ms: float,
         max_queued: int,
+        workers: int = 1,
     ):
-        if max_batch < 1 or max_queued < 1:
-            raise ValueError("max_batch and max_queued must be at least 1")
+        if max_batch < 1 or max_queued < 1 or workers < 1:
+            raise ValueError("max_batch, max_queued and workers must be at least 1")
         self._recognize = recognize
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
@@ -59,8 +61,11 @@ class MicroBatcher:
         self._closed = False
         self.batches = 0  # model calls and images so far (tests and debugging read them)
         self.images = 0
-        self._thread = threading.Thread(target=self._run, name="hwr-batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"hwr-batcher-{i}", daemon=True) for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @contextlib.contextmanager
     def preparing(self) -> Iterator[None]:
@@ -94,9 +99,19 @@ class MicroBatcher:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+        deadline = time.monotonic() + 5
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _take(self) -> list[_Item]:
+        """The next batch for a worker; [] once closed and drained."""
+        while True:
+            batch = self._take_once()
+            if batch or self._closed:
+                return batch
+
+    def _take_once(self) -> list[_Item]:
+        """A batch, or [] when another worker took the pending items while this one waited for more."""
         with self._cond:
             while not self._pending and not self._closed:
                 self._cond.wait()
@@ -127,8 +142,9 @@ class MicroBatcher:
                 for i in batch:
                     i.future.set_exception(e)
                 continue
-            self.batches += 1
-            self.images += len(batch)
+            with self._cond:
+                self.batches += 1
+                self.images += len(batch)
             for i, result in zip(batch, results):
                 if isinstance(result, BaseException):
                     i.future.set_exception(result)

@@ -19,10 +19,13 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from steps.dataset.info import DatasetInfo
+from steps.dataset.reader import records
 from steps.inference import ctc, imaging
 from steps.inference.calibration import Calibration, isotonic
 from steps.inference.charset import Charset
-from steps.inference.recognizer import CALIBRATION, CHARSET, SAVED_MODEL, HandwritingModel
+from steps.inference.recognizer import CALIBRATION, CHARSET, LITE, SAVED_MODEL, HandwritingModel
+from steps.training import lite
 from steps.training import model as modelib
 from steps.workflow import config
 
@@ -44,7 +47,8 @@ RUNTIME_PACKAGES = {
 def save(
     model: tf.keras.Model, charset: Charset, calibration: Calibration, height: int, width: int, out_dir: Path
 ) -> Path:
-    """Write the SavedModel, charset.json and calibration.json into `out_dir` (the pyfunc model's artifacts).
+    """Write the SavedModel, charset.json and calibration.json into `out_dir` (the pyfunc model's artifacts;
+    save_lite adds the network as TensorFlow Lite).
 
     Endpoints: preprocess (bytes -> canvas), logits (canvases -> logits), recognize_canvas
     (canvases -> text, raw score), recognize (bytes [B] -> text, raw score; also serving_default)
@@ -83,6 +87,30 @@ def save(
     charset.save(out_dir / CHARSET)
     calibration.save(out_dir / CALIBRATION)
     return out_dir
+
+
+def check_canvases(info: DatasetInfo, count: int = 64) -> np.ndarray:
+    """Up to `count` canvases of a dataset to check an exported network on: validation words, else training words."""
+    split = "val" if info.samples.get("val") else "train"
+    batch = next(iter(records(info, split).batch(count).take(1)), None)
+    return batch["image"].numpy() if batch else np.zeros((0, info.image_height, info.image_width, 1), np.uint8)
+
+
+def save_lite(model: tf.keras.Model, canvases: np.ndarray, out_dir: Path) -> str:
+    """Write the network as TensorFlow Lite into `out_dir` if lite.convert takes it and its logits on
+    `canvases` (uint8 [N, H, W, 1], validation words) are the Keras model's to lite.MAX_LOGIT_DIFFERENCE;
+    -> what happened, for the run's log."""
+    try:
+        blob = lite.convert(model)
+    except lite.LiteUnsupported as e:
+        return f"the network stays TensorFlow only: {e}"
+    if not len(canvases):
+        return "the network stays TensorFlow only: no canvases to check a TensorFlow Lite copy on"
+    difference = lite.check(blob, model, canvases)
+    if not difference <= lite.MAX_LOGIT_DIFFERENCE:  # (NaN too)
+        return f"the network stays TensorFlow only: its TensorFlow Lite copy's logits differ by {difference:.2g}"
+    (out_dir / LITE).write_bytes(blob)
+    return f"the network is also TensorFlow Lite ({len(blob) / 1e6:.1f} MB; logits within {difference:.1g} on {len(canvases)} words)"
 
 
 def calibrate(model: tf.keras.Model, canvases: tf.data.Dataset, charset: Charset) -> Calibration:
@@ -133,7 +161,11 @@ def log_model(artifacts_dir: Path, example: bytes, name: str, meta: dict) -> mlf
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=HandwritingModel(),
-            artifacts={name: str(artifacts_dir / name) for name in (SAVED_MODEL, CHARSET, CALIBRATION)},
+            artifacts={
+                name: str(artifacts_dir / name)
+                for name in (SAVED_MODEL, CHARSET, CALIBRATION, LITE)
+                if (artifacts_dir / name).exists()
+            },
             code_paths=[str(code)],
             signature=signature,
             input_example=pd.DataFrame({"image": [example]}),

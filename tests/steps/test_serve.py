@@ -249,6 +249,7 @@ def test_health_version_and_page(server, tiny):
     assert version["alias"] == "champion" and version["model_uri"] == tiny.champion_uri
     assert version["run_id"] == tiny.run_id and version["model_id"].startswith("m-")
     assert version["charset_size"] > 10
+    assert version["engine"] == "tflite"  # train ships word models with their network as TensorFlow Lite
     page = requests.get(server + "/")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert 'type="file"' in page.text and 'fetch("/predict"' in page.text

@@ -57,6 +57,8 @@ def logged(tmp_path_factory, _empty_mlflow_db):
         mlflow.set_tracking_uri(uri)
         experiment_id = mlflow.create_experiment("exported", artifact_location=(root / "artifacts").as_uri())
         export_dir = export.save(run.net, run.chars, Calibration.identity(), H, W, root / "export")
+        canvases = np.stack([imaging.preprocess_bytes(tf.constant(p), H, W).numpy() for p in run.pngs])
+        assert "also TensorFlow Lite" in export.save_lite(run.net, canvases, export_dir)  # as train ships it
         with mlflow.start_run(experiment_id=experiment_id):
             info = export.log_model(export_dir, run.pngs[0], config.MODEL_ARTIFACT, {"level": "words"})
         yield Logged(run, info.model_uri, mlflow.pyfunc.load_model(info.model_uri), root)

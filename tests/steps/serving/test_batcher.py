@@ -44,6 +44,61 @@ def test_an_exception_returned_for_one_image_fails_that_image_alone():
         batcher.close()
 
 
+def test_two_workers_make_two_model_calls_at_once():
+    both_inside = threading.Barrier(2, timeout=10)  # passes only when two calls are in the model together
+
+    def recognize(payloads, beam):
+        both_inside.wait()
+        return [p.upper() for p in payloads]
+
+    batcher = MicroBatcher(recognize, max_batch=1, max_wait_ms=0, max_queued=8, workers=2)
+    try:
+        assert [f.result(10) for f in batcher.submit(["a", "b"])] == ["A", "B"]
+        assert batcher.batches == 2 and batcher.images == 2
+    finally:
+        batcher.close()
+
+
+def test_one_worker_makes_one_call_at_a_time():
+    inside, most = [0], [0]
+    lock = threading.Lock()
+
+    def recognize(payloads, beam):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        threading.Event().wait(0.01)
+        with lock:
+            inside[0] -= 1
+        return payloads
+
+    batcher = MicroBatcher(recognize, max_batch=1, max_wait_ms=0, max_queued=8)
+    try:
+        assert [f.result(10) for f in batcher.submit(list("abcd"))] == list("abcd")
+        assert most[0] == 1
+    finally:
+        batcher.close()
+
+
+def test_closing_answers_what_is_queued_and_stops_every_worker():
+    release = threading.Event()
+    batcher = MicroBatcher(
+        lambda ps, beam: release.wait(10) and ps, max_batch=1, max_wait_ms=0, max_queued=8, workers=3
+    )
+    futures = batcher.submit(list("abcde"))
+    closer = threading.Thread(target=batcher.close)
+    closer.start()
+    release.set()
+    closer.join(10)
+    assert [f.result(10) for f in futures] == list("abcde")
+    assert not any(t.is_alive() for t in batcher._threads)
+
+
+def test_workers_must_be_at_least_one():
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        MicroBatcher(lambda ps, beam: ps, 8, 0, 8, workers=0)
+
+
 @pytest.mark.parametrize(
     "text, logged",
     [

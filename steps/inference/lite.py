@@ -1,0 +1,55 @@
+"""The network of a word model as TensorFlow Lite: canvases in, logits out, one image per call.
+
+Train writes it beside the SavedModel (steps/training/lite.py) when it reads as the Keras model does;
+HandwritingModel then computes logits here and everything else (preprocessing, decoding) in the SavedModel
+and ctc.decode as before. One image per call: the Lite model has one batch size (its LSTM kernel needs a
+fixed one), and at batch 8 it reads no faster per image than at 1 (README, "Performance").
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+
+class LiteNetwork:
+    """A TensorFlow Lite network (uint8 canvas [1, H, W, 1] -> logits [1, T, C]), safe to call from many threads.
+
+    An interpreter runs one call at a time, so each thread gets its own (a few MB each), computing on one
+    core: concurrent calls are how a server uses more.
+    """
+
+    def __init__(self, blob: bytes):
+        self._blob = blob
+        self._local = threading.local()
+        interpreter = self._interpreter()[0]
+        self.canvas_shape = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"][1:])  # (H, W, 1)
+        self.logits_shape = tuple(int(d) for d in interpreter.get_output_details()[0]["shape"][1:])  # (T, C)
+
+    def _interpreter(self) -> tuple[tf.lite.Interpreter, int, int]:
+        mine = getattr(self._local, "interpreter", None)
+        if mine is None:
+            interpreter = tf.lite.Interpreter(model_content=self._blob, num_threads=1)
+            interpreter.allocate_tensors()
+            mine = (
+                interpreter,
+                interpreter.get_input_details()[0]["index"],
+                interpreter.get_output_details()[0]["index"],
+            )
+            self._local.interpreter = mine
+        return mine
+
+    def logits(self, canvases: np.ndarray) -> np.ndarray:
+        """uint8 canvases [B, H, W, 1] -> float32 logits [B, T, C]."""
+        if tuple(canvases.shape[1:]) != self.canvas_shape:
+            raise ValueError(f"canvases of shape {tuple(canvases.shape[1:])}, the network reads {self.canvas_shape}")
+        interpreter, source, target = self._interpreter()
+        out = []
+        for canvas in canvases:
+            interpreter.reset_all_variables()  # a fused LSTM starts from the state its last call left
+            interpreter.set_tensor(source, canvas[np.newaxis])
+            interpreter.invoke()
+            out.append(interpreter.get_tensor(target)[0])
+        return np.stack(out) if out else np.zeros((0, *self.logits_shape), np.float32)

@@ -1,0 +1,177 @@
+"""The trained network as a TensorFlow Lite model, which the logged recogniser runs instead of the SavedModel's
+network when it is there (steps/inference/lite.py): on a CPU, TensorFlow Lite's kernels read one word image
+about twice as fast (README, "Performance").
+
+The converter cannot take the Keras model as it is. Keras 3's variables stop it, and it fuses an LSTM into
+its sequence kernel only when the LSTM is a function marked the way Keras 2 marked its own. So `convert`
+writes the network again in plain TensorFlow ops over the trained weights, taken layer by layer from the
+model that model.build made (conv blocks, column pool, dense, BiLSTMs, output), each LSTM direction as such
+a marked function. Two things then differ from Keras, and both are undone:
+- the converter gives the fused LSTM a cell clip of 10, where Keras has none (trained cells reach 30):
+  `convert` sets it to 0, which means no clip;
+- a fused LSTM keeps its last state between calls: the reader resets it before each image.
+`check` compares the result with the Keras model on real canvases; export ships it only if they agree.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import uuid
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from steps.inference import imaging
+from steps.training import model as modelib
+
+MAX_LOGIT_DIFFERENCE = 1e-3  # what check allows between the Lite model's logits and Keras' (float rounding: ~3e-5)
+
+
+class LiteUnsupported(Exception):
+    """The model has a layer or a set-up that convert does not write (a windowed line model, say)."""
+
+
+def lstm_function(go_backwards: bool):
+    """One LSTM direction over a whole sequence, shaped and marked as Keras 2's `standard_lstm`, which the
+    converter replaces by its fused LSTM kernel: (inputs [B, T, F], h0, c0, kernel, recurrent kernel, bias)
+    -> (last output, outputs [B, T, units] in the order read, last h, last c, a placeholder)."""
+
+    def standard_lstm(inputs, init_h, init_c, kernel, recurrent_kernel, bias):
+        sequence = tf.transpose(inputs, [1, 0, 2])
+        if go_backwards:
+            sequence = tf.reverse(sequence, [0])
+
+        def step(carry, x):
+            h, c = carry
+            i, f, g, o = tf.split(tf.matmul(x, kernel) + tf.matmul(h, recurrent_kernel) + bias, 4, axis=1)
+            c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)  # Keras' gate order i, f, c, o
+            return tf.sigmoid(o) * tf.tanh(c), c
+
+        hs, cs = tf.scan(step, sequence, initializer=(init_h, init_c))
+        outputs = tf.transpose(hs, [1, 0, 2])
+        return outputs[:, -1], outputs, hs[-1], cs[-1], tf.constant(0.0)
+
+    attributes = {
+        "api_implements": f"lstm_{uuid.uuid4()}",
+        "api_preferred_device": "CPU",
+        "time_major": False,
+        "go_backwards": go_backwards,
+    }
+    return tf.function(standard_lstm, autograph=False, experimental_attributes=attributes)
+
+
+def _numbered(model: keras.Model, prefix: str) -> list[keras.layers.Layer]:
+    layers = [layer for layer in model.layers if re.fullmatch(rf"{prefix}\d+", layer.name)]
+    return sorted(layers, key=lambda layer: int(layer.name[len(prefix) :]))
+
+
+def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    return _numbered(model, "bilstm")
+
+
+def network_function(model: keras.Model) -> tf.types.experimental.ConcreteFunction:
+    """uint8 canvas [1, H, W, 1] -> logits [1, T, C]: the recogniser that model.build made, in plain TF ops
+    over its weights as constants (batch normalisation folded into the convolutions)."""
+    if modelib.is_windowed(model):
+        raise LiteUnsupported("a windowed model reads each line at its own width; Lite models have one shape")
+    _, height, width, _ = model.input_shape
+    const = lambda v: tf.constant(np.asarray(v), tf.float32)  # noqa: E731  (read eagerly, here, not in the graph)
+    blocks = []
+    for conv, bn, pool in zip(*(_numbered(model, p) for p in ("conv", "bn", "pool"))):
+        scale = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+        kernel, bias = (
+            conv.kernel.numpy() * scale,
+            (conv.bias.numpy() - bn.moving_mean.numpy()) * scale + bn.beta.numpy(),
+        )
+        blocks.append((const(kernel), const(bias), tuple(pool.pool_size)))
+    if not blocks or len(blocks) != len(_numbered(model, "conv")):
+        raise LiteUnsupported("expected conv<i>, bn<i> and pool<i> layers as model.build names them")
+    column_pool = "column_pool" in {layer.name for layer in model.layers}
+    dense, out = model.get_layer("dense"), model.get_layer("logits")
+    dense_kernel, dense_bias, out_kernel, out_bias = (
+        const(w) for w in (dense.kernel, dense.bias, out.kernel, out.bias)
+    )
+    if dense.activation is not keras.activations.relu or out.activation is not keras.activations.linear:
+        raise LiteUnsupported("expected a relu projection and linear logits")
+    recurrent = []
+    for bilstm in recurrent_layers(model):
+        cells = (bilstm.forward_layer.cell, bilstm.backward_layer.cell)
+        if bilstm.merge_mode != "concat" or any(
+            not c.use_bias
+            or c.activation is not keras.activations.tanh
+            or c.recurrent_activation is not keras.activations.sigmoid
+            for c in cells
+        ):
+            raise LiteUnsupported(f"{bilstm.name} is not a BiLSTM as model.build makes them")
+        recurrent.append(
+            [
+                (lstm_function(layer.go_backwards), layer.cell.units)
+                + tuple(const(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
+                for layer in (bilstm.forward_layer, bilstm.backward_layer)
+            ]
+        )
+
+    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 1], tf.uint8)])
+    def network(canvas):
+        x = tf.transpose(imaging.to_model_input(canvas), [0, 2, 1, 3])  # columns first, as the model's Permute
+        for kernel, bias, pool in blocks:
+            x = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)
+            x = tf.nn.max_pool2d(x, pool, pool, "VALID")
+        x = tf.reduce_max(x, axis=2) if column_pool else tf.reshape(x, [1, x.shape[1], -1])
+        x = projected = tf.nn.relu(tf.matmul(x, dense_kernel) + dense_bias)
+        for directions in recurrent:
+            outputs = []
+            for function, units, kernel, recurrent_kernel, bias in directions:
+                zeros = tf.zeros([1, units])
+                outputs.append(function(x, zeros, zeros, kernel, recurrent_kernel, bias)[1])
+            x = tf.concat([outputs[0], tf.reverse(outputs[1], [1])], axis=-1)  # back in time order, as Bidirectional
+        x = tf.concat([x, projected], axis=-1)
+        return tf.matmul(x, out_kernel) + out_bias
+
+    return network.get_concrete_function()
+
+
+def _unclip(blob: bytes) -> bytes:
+    """The flatbuffer with every fused LSTM's cell clip set to 0 (none), as Keras computes it."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    lite = flatbuffer_utils.convert_bytearray_to_object(bytearray(blob))
+    for graph in lite.subgraphs:
+        for op in graph.operators:
+            if hasattr(op.builtinOptions, "cellClip"):
+                op.builtinOptions.cellClip = 0.0
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(lite))
+
+
+def convert(model: keras.Model) -> bytes:
+    """The recogniser (model.build's) -> a TensorFlow Lite flatbuffer: uint8 canvas [1, H, W, 1] -> logits.
+
+    LiteUnsupported if the model is not one that network_function writes, or if the converter leaves an
+    LSTM unfused (the reader would then be slower than the SavedModel)."""
+    blob = to_lite(network_function(model))
+    ops = {op["op_name"] for op in tf.lite.Interpreter(model_content=blob)._get_ops_details()}  # no public listing
+    if "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and recurrent_layers(model):
+        raise LiteUnsupported("the converter did not fuse the LSTMs")
+    return blob
+
+
+def to_lite(function: tf.types.experimental.ConcreteFunction) -> bytes:
+    """A concrete function -> TensorFlow Lite, its marked LSTMs fused, with no cell clip."""
+    module = tf.Module()
+    module.function = function
+    with tempfile.TemporaryDirectory(prefix="hwr-lite-") as saved:
+        # Through a SavedModel, not from the function: converting a function inlines the marked LSTMs first.
+        tf.saved_model.save(module, saved, signatures={"serving_default": function})
+        return _unclip(tf.lite.TFLiteConverter.from_saved_model(saved).convert())
+
+
+def check(blob: bytes, model: keras.Model, canvases: np.ndarray) -> float:
+    """The largest difference between the Lite model's logits and the Keras model's over uint8 canvases
+    [N, H, W, 1] (read one at a time, as the reader does)."""
+    from steps.inference.lite import LiteNetwork
+
+    lite = LiteNetwork(blob).logits(canvases)
+    keras_logits = modelib.read_canvases(model, tf.constant(canvases)).numpy()
+    return float(np.abs(lite - keras_logits).max())

@@ -1,0 +1,158 @@
+"""steps.training.lite and steps.inference.lite: the network as TensorFlow Lite must read as the Keras model does.
+
+Small networks with random weights and moved batch-norm statistics, converted for real and run by TensorFlow
+Lite's interpreter; the trained model's case is in tests/steps/inference/test_recognizer.py.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from steps.inference.lite import LiteNetwork
+from steps.training import export, lite
+from steps.training import model as modelib
+
+H, W, CLASSES = 16, 32, 7
+
+
+def network(config: modelib.ModelConfig, seed: int = 0, windowed: bool = False) -> keras.Model:
+    """A built recogniser whose every weight (batch-norm statistics too) is moved off its initial value."""
+    keras.utils.set_random_seed(seed)
+    net = modelib.build(config, H, W, CLASSES, windowed=windowed)
+    rng = np.random.default_rng(seed)
+    for v in net.weights:
+        value = v.numpy()
+        moved = np.abs(value) + 0.5 if "variance" in v.path else value + rng.normal(0, 0.2, value.shape)
+        v.assign(moved.astype(value.dtype))
+    return net
+
+
+def canvases(count: int, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.zeros((count, H, W, 1), np.uint8)
+    out[:, 3:13, 2:30] = rng.integers(0, 256, (count, 10, 28, 1))  # ink in the middle, padding around it
+    return out
+
+
+def keras_logits(net: keras.Model, images: np.ndarray) -> np.ndarray:
+    return modelib.read_canvases(net, tf.constant(images)).numpy()
+
+
+CONFIGS = {
+    "default shape": modelib.ModelConfig((8, 16), 1, True, 12, (6,), 0.1, 0.1),
+    "flattened columns": modelib.ModelConfig((8, 16), 1, False, 12, (6,), 0.0, 0.0),
+    "two BiLSTMs": modelib.ModelConfig((8, 16), 2, True, 12, (6, 5), 0.1, 0.0),
+    "no recurrent layer": modelib.ModelConfig((8,), 0, True, 12, (), 0.0, 0.0),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_lite_network_reads_as_the_keras_model(name):
+    net = network(CONFIGS[name])
+    blob = lite.convert(net)
+    images = canvases(6)
+    np.testing.assert_allclose(LiteNetwork(blob).logits(images), keras_logits(net, images), atol=1e-4)
+    assert lite.check(blob, net, images) < lite.MAX_LOGIT_DIFFERENCE
+
+
+def test_the_lstms_are_fused_not_looped():
+    ops = {
+        op["op_name"]
+        for op in tf.lite.Interpreter(model_content=lite.convert(network(CONFIGS["two BiLSTMs"])))._get_ops_details()
+    }
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops and "WHILE" not in ops
+
+
+def one_cell_lstm() -> tf.types.experimental.ConcreteFunction:
+    """An LSTM of one unit whose cell adds its input (+1 or -1) at each step: gates i, f, o open."""
+    lstm = lite.lstm_function(go_backwards=False)
+    kernel = tf.constant([[0.0, 0.0, 10.0, 0.0]])  # the input drives g only: tanh(10 x) = x
+    recurrent = tf.zeros([1, 4])
+    bias = tf.constant([20.0, 20.0, 0.0, 20.0])
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 1], tf.float32)])
+    def run(x):
+        zeros = tf.zeros([1, 1])
+        return lstm(x, zeros, zeros, kernel, recurrent, bias)[1]
+
+    return run.get_concrete_function()
+
+
+def test_cell_states_beyond_ten_are_not_clipped():
+    """The converter clips a fused LSTM's cell at 10 (Keras does not; trained cells pass 30): to_lite removes it.
+
+    The cell climbs to 20 and comes down 12 steps: 8 (output tanh(8) = 1) unclipped, -2 if clipped at 10."""
+    x = np.concatenate([np.ones(20), -np.ones(12)]).astype(np.float32).reshape(1, 32, 1)
+    function = one_cell_lstm()
+    expected = function(tf.constant(x)).numpy()
+    assert expected[0, -1, 0] == pytest.approx(np.tanh(8.0), abs=1e-3)
+
+    def read(blob: bytes) -> np.ndarray:
+        interpreter = tf.lite.Interpreter(model_content=blob)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+    np.testing.assert_allclose(read(lite.to_lite(function)), expected, atol=1e-4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lite, "_unclip", lambda blob: blob)
+        assert read(lite.to_lite(function))[0, -1, 0] == pytest.approx(np.tanh(-2.0), abs=1e-3)  # as converted
+
+
+def test_each_image_starts_from_a_fresh_lstm_state():
+    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"])))
+    a, b = canvases(2)
+    np.testing.assert_array_equal(reader.logits(np.stack([a, b]))[1], reader.logits(b[np.newaxis])[0])
+
+
+def test_threads_each_read_with_their_own_interpreter():
+    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"])))
+    images = canvases(8)
+    expected = reader.logits(images)
+    results: dict[int, np.ndarray] = {}
+
+    def read(i: int) -> None:
+        for _ in range(5):
+            results[i] = reader.logits(images)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 4
+    for got in results.values():
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_a_canvas_of_another_size_is_refused_with_the_sizes():
+    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"])))
+    with pytest.raises(ValueError, match=r"canvases of shape \(16, 64, 1\), the network reads \(16, 32, 1\)"):
+        reader.logits(np.zeros((1, H, 2 * W, 1), np.uint8))
+    assert reader.logits(np.zeros((0, H, W, 1), np.uint8)).shape == (0, W // 2, CLASSES)
+
+
+def test_a_windowed_line_model_stays_tensorflow_only(tmp_path):
+    net = network(CONFIGS["default shape"], windowed=True)
+    with pytest.raises(lite.LiteUnsupported, match="windowed"):
+        lite.convert(net)
+    assert export.save_lite(net, canvases(2), tmp_path).startswith("the network stays TensorFlow only")
+    assert not (tmp_path / "network.tflite").exists()
+
+
+def test_save_lite_writes_the_file_only_when_the_check_passes(tmp_path):
+    net = network(CONFIGS["default shape"])
+    said = export.save_lite(net, canvases(4), tmp_path)
+    assert said.startswith("the network is also TensorFlow Lite") and (tmp_path / "network.tflite").exists()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lite, "check", lambda blob, model, images: 0.5)
+        refused = tmp_path / "refused"
+        refused.mkdir()
+        assert "logits differ by 0.5" in export.save_lite(net, canvases(4), refused)
+        assert not (refused / "network.tflite").exists()
