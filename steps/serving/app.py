@@ -96,7 +96,9 @@ def printable(text: str) -> str:
 def model_workers(model: HandwritingModel) -> int:
     """How many model calls to make at once: one per core for a TensorFlow Lite network, whose calls each
     compute on one core; one for a SavedModel network, whose every call already spreads over all cores."""
-    return len(os.sched_getaffinity(0)) if model.engine == "tflite" else 1
+    if model.engine != "tflite":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def create_app(
