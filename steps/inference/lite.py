@@ -8,10 +8,43 @@ fixed one), and at batch 8 it reads no faster per image than at 1 (README, "Perf
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import threading
+from typing import Iterator
 
 import numpy as np
 import tensorflow as tf
+
+# What TensorFlow Lite's and its converter's C++ loggers print in a normal run. They ignore
+# TF_CPP_MIN_LOG_LEVEL (steps/workflow/quiet.py), so these lines are taken out of stderr where they are made.
+HARMLESS_NATIVE_LINES = (
+    "Created TensorFlow Lite XNNPACK delegate for CPU",  # once per process: the fast kernels are in use
+    "All log messages before absl::InitializeLog() is called",  # absl's note that it logs to stderr
+    "tf_tfl_flatbuffer_helpers.cc",  # "Ignored output_format", "Ignored drop_control_dependency": converter defaults
+)
+_STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one capture at a time
+
+
+@contextlib.contextmanager
+def native_stderr_without(pieces: tuple[str, ...] = HARMLESS_NATIVE_LINES) -> Iterator[None]:
+    """Meanwhile, what anything in the process writes to fd 2 is held back; then every line that holds none of
+    `pieces` is written out (late, but nothing is lost)."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as held:
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [
+                line for line in held.read().splitlines(keepends=True) if not any(p.encode() in line for p in pieces)
+            ]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 class LiteNetwork:
@@ -31,8 +64,9 @@ class LiteNetwork:
     def _interpreter(self) -> tuple[tf.lite.Interpreter, int, int]:
         mine = getattr(self._local, "interpreter", None)
         if mine is None:
-            interpreter = tf.lite.Interpreter(model_content=self._blob, num_threads=1)
-            interpreter.allocate_tensors()
+            with native_stderr_without():
+                interpreter = tf.lite.Interpreter(model_content=self._blob, num_threads=1)
+                interpreter.allocate_tensors()
             mine = (
                 interpreter,
                 interpreter.get_input_details()[0]["index"],

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from steps.inference import imaging
+from steps.inference.lite import native_stderr_without
 from steps.training import model as modelib
 
 MAX_LOGIT_DIFFERENCE = 1e-3  # what check allows between the Lite model's logits and Keras' (float rounding: ~3e-5)
@@ -151,7 +152,8 @@ def convert(model: keras.Model) -> bytes:
     LiteUnsupported if the model is not one that network_function writes, or if the converter leaves an
     LSTM unfused (the reader would then be slower than the SavedModel)."""
     blob = to_lite(network_function(model))
-    ops = {op["op_name"] for op in tf.lite.Interpreter(model_content=blob)._get_ops_details()}  # no public listing
+    with native_stderr_without():
+        ops = {op["op_name"] for op in tf.lite.Interpreter(model_content=blob)._get_ops_details()}  # no public listing
     if "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and recurrent_layers(model):
         raise LiteUnsupported("the converter did not fuse the LSTMs")
     return blob
@@ -164,7 +166,9 @@ def to_lite(function: tf.types.experimental.ConcreteFunction) -> bytes:
     with tempfile.TemporaryDirectory(prefix="hwr-lite-") as saved:
         # Through a SavedModel, not from the function: converting a function inlines the marked LSTMs first.
         tf.saved_model.save(module, saved, signatures={"serving_default": function})
-        return _unclip(tf.lite.TFLiteConverter.from_saved_model(saved).convert())
+        with native_stderr_without():
+            blob = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+        return _unclip(blob)
 
 
 def check(blob: bytes, model: keras.Model, canvases: np.ndarray) -> float:

@@ -57,9 +57,8 @@ def install() -> None:
     # "supports DT_BOOL only on platforms with AVX-512" line, which TF logs at ERROR although it only falls back
     # to Eigen. Real failures still reach us: TF raises them as Python exceptions with the message.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Not silenced: "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", once per process that reads with a
-    # Lite network (steps/inference/lite.py). TensorFlow Lite's C++ logger writes it to stderr and ignores
-    # TF_CPP_MIN_LOG_LEVEL; nothing reachable from Python turns it off, and it is one line.
+    # TensorFlow Lite's and its converter's C++ lines ignore this level: steps/inference/lite.py takes its known
+    # ones (HARMLESS_NATIVE_LINES) out of stderr around the calls that print them.
     if not sys.stderr.isatty():  # MLflow's artifact bars are \r frames in a log file; our own steps log sizes
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     by_logger: dict[str, list[str]] = {}

@@ -6,7 +6,11 @@ Lite's interpreter; the trained model's case is in tests/steps/inference/test_re
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -18,6 +22,7 @@ from steps.training import export, lite
 from steps.training import model as modelib
 
 H, W, CLASSES = 16, 32, 7
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def network(config: modelib.ModelConfig, seed: int = 0, windowed: bool = False) -> keras.Model:
@@ -156,3 +161,27 @@ def test_save_lite_writes_the_file_only_when_the_check_passes(tmp_path):
         refused.mkdir()
         assert "logits differ by 0.5" in export.save_lite(net, canvases(4), refused)
         assert not (refused / "network.tflite").exists()
+
+
+def test_known_native_lines_are_held_back_and_every_other_line_still_reaches_stderr(capfd):
+    from steps.inference.lite import native_stderr_without
+
+    with native_stderr_without():
+        os.write(2, b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n")
+        os.write(2, b"E0000 something went wrong\n")
+    assert capfd.readouterr().err == "E0000 something went wrong\n"
+
+
+def test_converting_and_reading_print_nothing(tmp_path):
+    """In a process of its own, as train and serve run: TensorFlow Lite's C++ lines stay out of the log."""
+    script = (
+        "import numpy as np\n"
+        "from steps.training import lite, model\n"
+        "from steps.inference.lite import LiteNetwork\n"
+        "net = model.build(model.ModelConfig((8, 16), 1, True, 12, (6,), 0.1, 0.1), 16, 32, 7)\n"
+        "print(LiteNetwork(lite.convert(net)).logits(np.zeros((1, 16, 32, 1), np.uint8)).shape)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 16, 7)"
+    assert done.stderr == ""
