@@ -100,13 +100,16 @@ def save_lite(model: tf.keras.Model, canvases: np.ndarray, out_dir: Path) -> str
     """Write the network as TensorFlow Lite into `out_dir` if lite.convert takes it and its logits on
     `canvases` (uint8 [N, H, W, 1], validation words) are the Keras model's to lite.MAX_LOGIT_DIFFERENCE;
     -> what happened, for the run's log."""
-    try:
-        blob = lite.convert(model)
-    except lite.LiteUnsupported as e:
-        return f"the network stays TensorFlow only: {e}"
     if not len(canvases):
         return "the network stays TensorFlow only: no canvases to check a TensorFlow Lite copy on"
-    difference = lite.check(blob, model, canvases)
+    try:
+        blob = lite.convert(model)
+        difference = lite.check(blob, model, canvases)
+    except lite.LiteUnsupported as e:
+        return f"the network stays TensorFlow only: {e}"
+    except Exception as e:  # the converter's own failures: the Lite copy is optional, the trained model is not
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        return f"the network stays TensorFlow only: converting it failed ({type(e).__name__}: {reason})"
     if not difference <= lite.MAX_LOGIT_DIFFERENCE:  # (NaN too)
         return f"the network stays TensorFlow only: its TensorFlow Lite copy's logits differ by {difference:.2g}"
     (out_dir / LITE).write_bytes(blob)

@@ -185,3 +185,16 @@ def test_converting_and_reading_print_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(1, 16, 7)"
     assert done.stderr == ""
+
+
+def test_a_converter_failure_leaves_the_model_tensorflow_only(tmp_path):
+    def fail(model):
+        raise RuntimeError("ConverterError: op not supported\nmore detail")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lite, "convert", fail)
+        said = export.save_lite(network(CONFIGS["default shape"]), canvases(2), tmp_path)
+    assert said == (
+        "the network stays TensorFlow only: converting it failed (RuntimeError: ConverterError: op not supported)"
+    )
+    assert not (tmp_path / "network.tflite").exists()
