@@ -66,6 +66,37 @@ def frame_score(log_probs: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(tf.reduce_min(keeps, axis=-1), 0.0, 1.0)
 
 
+def greedy_numpy(logits: np.ndarray, characters: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """decode(logits, characters, 0) in NumPy: logits [B, T, C] -> (texts, raw scores [B] float32).
+
+    The same best path and frame_score, without a TensorFlow call: for one word that call costs 0.6 ms of
+    the 5 a served request may take, this a tenth of it. `characters` as Charset.characters (class i + 1).
+    """
+    x = np.asarray(logits, np.float32)
+    exp = np.exp(x - x.max(axis=-1, keepdims=True))
+    probs = exp / exp.sum(axis=-1, keepdims=True)
+    best = x.argmax(axis=-1)  # [B, T]; the first of equal classes, as tf.argmax
+    texts = []
+    for path in best.tolist():
+        kept = [c for t, c in enumerate(path) if c != BLANK_INDEX and (t == 0 or c != path[t - 1])]
+        texts.append("".join(characters[c - 1] for c in kept))
+    if best.shape[1] == 0:
+        return texts, np.ones(len(texts), np.float32)
+    blank_beyond = np.full((len(best), 1), BLANK_INDEX)
+    before = np.concatenate([blank_beyond, best[:, :-1]], 1)
+    after = np.concatenate([best[:, 1:], blank_beyond], 1)
+    at = lambda classes: np.take_along_axis(probs, classes[..., None], -1)[..., 0]  # noqa: E731  [B, T]
+    blank = probs[..., BLANK_INDEX]
+    at_blank = (
+        blank
+        + np.where(before != BLANK_INDEX, at(before), 0)
+        + np.where((after != BLANK_INDEX) & (after != before), at(after), 0)
+    )
+    at_char = at(best) + np.where((before == best) | (after == best), blank, 0)
+    keeps = np.where(best == BLANK_INDEX, at_blank, at_char)
+    return texts, np.clip(keeps.min(axis=-1), 0.0, 1.0).astype(np.float32)
+
+
 def loss(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Keras loss: labels [B, L] int padded with the blank index 0 -> [B] negative log-likelihoods.
 

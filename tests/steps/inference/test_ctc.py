@@ -192,3 +192,24 @@ def test_word_beam_search_sums_the_paths_of_a_reading():
     probs = np.array([[0.5, 0.5, 0.0, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0, 0.0]]) + 1e-9
     (text, log_p), *_ = wordbeam.beam_search(np.log(probs), CHARS, 4, None)
     assert text == "e" and np.isclose(np.exp(log_p), 0.75, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_numpy_reads_and_scores_as_decode(seed):
+    rng = np.random.default_rng(seed)
+    chars = tuple("abcdefgh")
+    logits = rng.normal(size=(6, 12, len(chars) + 1)).astype(np.float32) * (1 + 4 * seed)
+    ids = rng.integers(0, 3, size=(6, 12))  # peaked paths of few classes: repeats and blanks between them
+    logits[np.arange(6)[:, None], np.arange(12)[None], ids] += 6 * (seed % 2)
+    texts_tf, scores_tf = ctc.decode(tf.constant(logits), tf.constant(list(chars)))
+    got, scores = ctc.greedy_numpy(logits, chars)
+    assert got == texts(texts_tf)
+    np.testing.assert_allclose(scores, scores_tf.numpy(), atol=1e-6)
+
+
+def test_greedy_numpy_of_multibyte_characters_and_no_frames():
+    probs = np.full((1, 4, 3), 0.01, np.float32)
+    probs[0, [0, 1, 2, 3], [1, 1, 0, 2]] = 0.98
+    assert ctc.greedy_numpy(np.log(probs), ("é", "✓"))[0] == ["é✓"]
+    texts_, scores = ctc.greedy_numpy(np.zeros((2, 0, 3), np.float32), ("a", "b"))
+    assert texts_ == ["", ""] and scores.tolist() == [1.0, 1.0]

@@ -18,18 +18,93 @@ def test_a_full_queue_refuses_a_whole_request_and_takes_it_once_there_is_room():
         return [p.upper() for p in payloads]
 
     batcher = MicroBatcher(recognize, max_batch=2, max_wait_ms=0, max_queued=3)
+    running: list = []
+    first = threading.Thread(target=lambda: running.extend(batcher.submit(["a", "b"])))  # a lone request...
     try:
-        running = batcher.submit(["a", "b"])  # taken at once into the blocked model call
-        while batcher._pending:
+        first.start()
+        while not batcher._running:  # ...computed in its own thread, in the blocked model call
             pass
-        queued = batcher.submit(["c", "d", "e"])  # exactly fills the queue
+        queued = batcher.submit(["c", "d", "e"])  # the one call is taken: these wait, exactly filling the queue
         with pytest.raises(QueueFull, match="3 images are waiting for the model \\(limit 3\\)"):
             batcher.submit(["f"])
         release.set()
+        first.join(10)
         assert [f.result(10) for f in running + queued] == ["A", "B", "C", "D", "E"]
         assert batcher.submit(["f"])[0].result(10) == "F"
     finally:
         release.set()
+        batcher.close()
+
+
+def test_a_lone_request_is_computed_in_its_own_thread_without_a_hand_over():
+    callers = []
+
+    def recognize(payloads, beam):
+        callers.append(threading.current_thread().name)
+        return [p.upper() for p in payloads]
+
+    batcher = MicroBatcher(recognize, max_batch=4, max_wait_ms=50, max_queued=8)
+    try:
+        with batcher.preparing():
+            futures = batcher.submit(["a", "b"])
+            assert all(f.done() for f in futures)  # answered before submit returned
+        assert [f.result(0) for f in futures] == ["A", "B"]
+        assert callers == [threading.current_thread().name] and batcher.inline == 1
+    finally:
+        batcher.close()
+
+
+def test_a_request_arriving_while_another_is_prepared_waits_to_share_its_batch():
+    calls = []
+    batcher = MicroBatcher(lambda ps, beam: calls.append(list(ps)) or ps, max_batch=4, max_wait_ms=5000, max_queued=8)
+    other_ready, other_done = threading.Event(), threading.Event()
+    other: list = []
+
+    def other_request():
+        with batcher.preparing():
+            other_ready.set()
+            other_done.wait(10)
+            other.extend(batcher.submit(["b"]))
+
+    thread = threading.Thread(target=other_request)
+    try:
+        thread.start()
+        other_ready.wait(10)
+        with batcher.preparing():
+            mine = batcher.submit(["a"])  # another request is being prepared: queue, do not compute alone
+        assert not mine[0].done()
+        other_done.set()
+        thread.join(10)
+        assert mine[0].result(10) == "a" and other[0].result(10) == "b"
+        assert calls == [["a", "b"]] and batcher.inline == 0
+    finally:
+        other_done.set()
+        batcher.close()
+
+
+def test_workers_that_raced_for_one_batch_still_answer_every_later_request():
+    # Both workers wake for a queued image and wait for a request being prepared; one takes the image and
+    # the other finds nothing. That one must not count as a running call, or the batcher runs out of calls.
+    batcher = MicroBatcher(lambda ps, beam: ps, max_batch=4, max_wait_ms=20, max_queued=8, workers=2)
+    try:
+        for round_ in range(12):
+            release = threading.Event()
+            ready = threading.Event()
+
+            def other_request(ready: threading.Event, release: threading.Event) -> None:
+                with batcher.preparing():
+                    ready.set()
+                    release.wait(10)
+
+            thread = threading.Thread(target=other_request, args=(ready, release))
+            thread.start()
+            ready.wait(10)
+            future = batcher.submit([round_])[0]  # queued: another request is being prepared
+            threading.Event().wait(0.005)
+            release.set()
+            thread.join(10)
+            assert future.result(5) == round_
+    finally:
         batcher.close()
 
 
