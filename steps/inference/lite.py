@@ -17,12 +17,15 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-# What TensorFlow Lite's and its converter's C++ loggers print in a normal run. They ignore
-# TF_CPP_MIN_LOG_LEVEL (steps/workflow/quiet.py), so these lines are taken out of stderr where they are made.
+# What TensorFlow Lite, its converter and XLA (training/inputs.py) print through absl in a normal run. absl
+# ignores TF_CPP_MIN_LOG_LEVEL (steps/workflow/quiet.py), so these lines are taken out of stderr where they are made.
 HARMLESS_NATIVE_LINES = (
     "Created TensorFlow Lite XNNPACK delegate for CPU",  # once per process: the fast kernels are in use
     "All log messages before absl::InitializeLog() is called",  # absl's note that it logs to stderr
     "tf_tfl_flatbuffer_helpers.cc",  # "Ignored output_format", "Ignored drop_control_dependency": converter defaults
+    "XLA service",  # "XLA service 0x... initialized for platform Host": XLA starting, once per process
+    "StreamExecutor device (0): Host",  # the same start-up: XLA computes on the CPU
+    "Compiled cluster using XLA",  # "This line is logged at most once for the lifetime of the process."
 )
 _STDERR_LOCK = threading.Lock()  # fd 2 is the process's: one capture at a time
 

@@ -7,6 +7,7 @@ directory may be a local path or any URI tf.io.gfile reads, so remote data is st
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -14,6 +15,7 @@ import tensorflow as tf
 from steps.dataset.info import DatasetInfo
 from steps.dataset.reader import label_encoder, records
 from steps.inference import imaging
+from steps.inference.lite import native_stderr_without
 from steps.workflow import config
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -47,9 +49,9 @@ def warp_batch(canvases: tf.Tensor, seed: tf.Tensor, full_width: int | None = No
 
     Handwriting varies in slant and size far more than in anything else; these are the cheap,
     label-preserving transforms for that (stateless ops, so a seed reproduces the stream). One call per
-    batch: the warp and the noise are single batched kernels, several times cheaper than per image. The
-    warp runs on the uint8 canvases (a third cheaper than on floats, the same bilinear weights) and the grain
-    comes from noise_bank. Windowed batches (lines) vary in width: `full_width` is their canvas's.
+    batch: the warp and the noise are batched, several times cheaper than per image, and the grain comes
+    from noise_bank. A batch of whole canvases (words) is distorted in one XLA-compiled pass (affine_warp);
+    windowed batches (lines) vary in width, `full_width` being their canvas's, and keep TF's warp kernel.
     """
     h, w = canvases.shape[1], tf.shape(canvases)[2]
     bank_width = full_width or canvases.shape[2]
@@ -70,20 +72,88 @@ def warp_batch(canvases: tf.Tensor, seed: tf.Tensor, full_width: int | None = No
         ],
         axis=1,
     )
+    pattern = tf.random.stateless_uniform([tf.shape(canvases)[0]], seed + 1, 0, NOISE_PATTERNS, dtype=tf.int32)
+    offset = tf.random.stateless_uniform([], seed + 2, 0, bank_width, dtype=tf.int32)
+    bank = tf.constant(noise_bank(h, bank_width))
+    grain = tf.gather(bank[:, :, offset : offset + w], pattern)
+    strength, noise = 1.0 + 0.25 * s[:, 4], tf.abs(s[:, 5])
+    if full_width is not None:  # windows of many widths and batch sizes: XLA would compile each shape anew
+        return _distort(canvases, transforms, grain, strength, noise, kernel_warp)
+    _start_xla_quietly()
+    return _distort_compiled(canvases, transforms, grain, strength, noise)
+
+
+def _distort(
+    canvases: tf.Tensor,
+    transforms: tf.Tensor,
+    grain: tf.Tensor,
+    strength: tf.Tensor,
+    noise: tf.Tensor,
+    warp: Callable[[tf.Tensor, tf.Tensor], tf.Tensor],
+) -> tf.Tensor:
+    """warp_batch's pixel work: the canvases warped, strokes times `strength` [B], plus int8 `grain`
+    [B, H, W, 1] times `noise` [B], clipped to [0, 255]."""
+    per_image = lambda v: v[:, tf.newaxis, tf.newaxis, tf.newaxis]  # noqa: E731
+    distorted = warp(canvases, transforms) * per_image(strength) + tf.cast(grain, tf.float32) * per_image(noise)
+    return tf.clip_by_value(distorted, 0.0, 255.0)
+
+
+@tf.function(jit_compile=True)
+def _distort_compiled(canvases, transforms, grain, strength, noise):
+    """_distort with affine_warp, compiled by XLA into one pass over the pixels (once per batch shape)."""
+    return _distort(canvases, transforms, grain, strength, noise, affine_warp)
+
+
+@functools.cache
+def _start_xla_quietly() -> None:
+    """XLA announces itself on stderr once per process (absl lines no log level stops): compile a tiny
+    _distort_compiled here, eagerly even while a tf.data map is being traced, with those lines held back."""
+    with tf.init_scope(), native_stderr_without():
+        pixel, one = tf.zeros([1, 1, 1, 1], tf.uint8), tf.ones([1])
+        _distort_compiled(pixel, tf.zeros([1, 8]), tf.zeros([1, 1, 1, 1], tf.int8), one, one)
+
+
+def kernel_warp(canvases: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+    """tf.raw_ops.ImageProjectiveTransformV3 on uint8 canvases (bilinear, 0 outside) -> float32 [B, H, W, 1]."""
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=canvases,
         transforms=transforms,
-        output_shape=[h, w],
+        output_shape=tf.shape(canvases)[1:3],
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
         fill_value=0.0,
     )
-    pattern = tf.random.stateless_uniform([tf.shape(canvases)[0]], seed + 1, 0, NOISE_PATTERNS, dtype=tf.int32)
-    offset = tf.random.stateless_uniform([], seed + 2, 0, bank_width, dtype=tf.int32)
-    bank = tf.constant(noise_bank(h, bank_width))
-    grain = tf.cast(tf.gather(bank[:, :, offset : offset + w], pattern), tf.float32)
-    strength, noise = (1.0 + 0.25 * s[:, 4])[:, None, None, None], tf.abs(s[:, 5])[:, None, None, None]
-    return tf.clip_by_value(tf.cast(warped, tf.float32) * strength + grain * noise, 0.0, 255.0)
+    return tf.cast(warped, tf.float32)
+
+
+def affine_warp(canvases: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
+    """kernel_warp for affine `transforms` [B, 8] (output (x, y) -> input (a0 x + a1 y + a2, b0 x + b1 y + b2),
+    the last two 0), written as the kernel's formula in plain TF ops so that XLA can compile it.
+
+    The same pixels but for float rounding (one grey level in about 1 of 10,000): bilinear, 0 outside,
+    truncated to whole grey levels as the kernel's uint8 output is. The kernel evaluates a generator per
+    pixel, about 90 us of a 32x128 canvas and 90% of the augmenting reader; compiled, this takes a third of
+    that (README, "Performance"). Uncompiled it is slower than the kernel.
+    """
+    batch, height, width = tf.shape(canvases)[0], tf.shape(canvases)[1], tf.shape(canvases)[2]
+    a0, a1, a2, b0, b1, b2 = (transforms[:, i, tf.newaxis, tf.newaxis] for i in range(6))
+    y = tf.cast(tf.range(height), tf.float32)[tf.newaxis, :, tf.newaxis]
+    x = tf.cast(tf.range(width), tf.float32)[tf.newaxis, tf.newaxis, :]
+    source_x, source_y = a0 * x + a1 * y + a2, b0 * x + b1 * y + b2  # [B, H, W]
+    x0, y0 = tf.floor(source_x), tf.floor(source_y)
+    fx, fy = source_x - x0, source_y - y0
+    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
+    pixels = tf.reshape(tf.cast(canvases, tf.float32), [-1])
+    first = tf.range(batch)[:, tf.newaxis, tf.newaxis] * height * width
+
+    def read(row: tf.Tensor, column: tf.Tensor) -> tf.Tensor:  # 0 outside the canvas, as fill_value 0
+        inside = (row >= 0) & (row < height) & (column >= 0) & (column < width)
+        index = first + tf.clip_by_value(row, 0, height - 1) * width + tf.clip_by_value(column, 0, width - 1)
+        return tf.where(inside, tf.gather(pixels, index), 0.0)
+
+    top = (1.0 - fx) * read(y0, x0) + fx * read(y0, x0 + 1)
+    bottom = (1.0 - fx) * read(y0 + 1, x0) + fx * read(y0 + 1, x0 + 1)
+    return tf.floor((1.0 - fy) * top + fy * bottom)[..., tf.newaxis]
 
 
 def augment(canvas: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -132,7 +202,7 @@ def batches(
         ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed, rerandomize_each_iteration=True).batch(2)))
         ds = ds.map(
             # straight to the model's scaling: a round trip through uint8 would cost more than the warp's noise
-            lambda pair, s: (warp_batch(pair[0], s, info.image_width) * (1.0 / 255.0), pair[1]),
+            lambda pair, s: (warp_batch(pair[0], s, info.image_width if windowed else None) * (1.0 / 255.0), pair[1]),
             num_parallel_calls=AUTOTUNE,
         )
         # No tf.data autotuning thread for the training stream. Keras drops this iterator when fit ends, and

@@ -57,8 +57,8 @@ def install() -> None:
     # "supports DT_BOOL only on platforms with AVX-512" line, which TF logs at ERROR although it only falls back
     # to Eigen. Real failures still reach us: TF raises them as Python exceptions with the message.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # TensorFlow Lite's and its converter's C++ lines ignore this level: steps/inference/lite.py takes its known
-    # ones (HARMLESS_NATIVE_LINES) out of stderr around the calls that print them.
+    # TensorFlow Lite's, its converter's and XLA's lines ignore this level: steps/inference/lite.py takes the
+    # known ones (HARMLESS_NATIVE_LINES) out of stderr around the calls that print them.
     if not sys.stderr.isatty():  # MLflow's artifact bars are \r frames in a log file; our own steps log sizes
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     by_logger: dict[str, list[str]] = {}

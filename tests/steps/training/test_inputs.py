@@ -4,6 +4,7 @@ real dataset directory."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +130,52 @@ def test_augment_batch_gives_each_image_its_own_warp_and_equals_itself_in_tf_dat
     assert len({out.tobytes() for out in eager}) == 4  # the same canvas, four different outcomes
     graph = next(iter(tf.data.Dataset.from_tensors((batch, seed)).map(inputs.augment_batch))).numpy()
     np.testing.assert_array_equal(eager, graph)
+
+
+def random_affine(batch: int, seed: int) -> tf.Tensor:
+    """[B, 8] transforms of warp_batch's ranges (shear, scale, shift) and beyond, with the rows' shifts."""
+    rng = np.random.default_rng(seed)
+    a0, b1 = rng.uniform(0.8, 1.25, batch), rng.uniform(0.8, 1.25, batch)
+    a1, a2, b2 = rng.uniform(-0.5, 0.5, batch), rng.uniform(-20, 20, batch), rng.uniform(-6, 6, batch)
+    zeros = np.zeros(batch)
+    return tf.constant(np.stack([a0, a1, a2, zeros, b1, b2, zeros, zeros], 1), tf.float32)
+
+
+def test_affine_warp_gives_the_kernels_pixels():
+    batch = tf.constant(np.stack([canvas(i) for i in range(6)]))
+    transforms = random_affine(6, 0)
+    np.testing.assert_array_equal(
+        inputs.affine_warp(batch, transforms).numpy(), inputs.kernel_warp(batch, transforms).numpy()
+    )
+
+
+def test_the_compiled_distortion_is_the_kernels_but_for_rare_float_rounding():
+    rng = np.random.default_rng(1)
+    batch = tf.constant(rng.integers(0, 256, (32, H, W, 1), dtype=np.uint8))  # every grey level, everywhere
+    transforms, grain = random_affine(32, 1), tf.zeros([32, H, W, 1], tf.int8)
+    one = tf.ones([32])
+    compiled = inputs._distort_compiled(batch, transforms, grain, one, one).numpy()
+    kernel = inputs._distort(batch, transforms, grain, one, one, inputs.kernel_warp).numpy()
+    differ = compiled != kernel
+    assert np.abs(compiled - kernel).max() <= 1.0 and differ.mean() < 1e-3
+
+
+def test_xla_starting_up_prints_nothing():
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, tensorflow as tf\n"
+        "from steps.training import inputs\n"
+        "batch = tf.constant(np.zeros((4, 32, 128, 1), np.uint8))\n"
+        "ds = tf.data.Dataset.from_tensors((batch, tf.constant([1, 2], tf.int64))).map(inputs.warp_batch)\n"
+        "print(next(iter(ds)).shape, inputs.augment_batch(batch, tf.constant([3, 4], tf.int64)).shape)\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(4, 32, 128, 1) (4, 32, 128, 1)"
+    assert "XLA" not in done.stderr and "absl" not in done.stderr, done.stderr
 
 
 def test_augment_keeps_most_of_the_ink():
