@@ -14,6 +14,8 @@ exported model computes from the same bytes bit-identical.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import io
 import struct
 
 import tensorflow as tf
@@ -74,6 +76,16 @@ class ImageInfo:
         return self.frames * self.width * self.height
 
 
+@functools.cache
+def _pil():
+    """PIL's Image module with its plugins registered; imported on first use, once (a server inspects every
+    image: an import statement per call takes the import lock in every request thread)."""
+    from PIL import Image
+
+    Image.init()
+    return Image
+
+
 def inspect(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """The header facts of `data` if it is worth decoding, else the ImageError saying why not.
 
@@ -89,13 +101,8 @@ def inspect(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     fmt = sniff_format(data)
     if fmt is None:
         raise UnsupportedFormat(f"not an image in a supported format ({', '.join(SUPPORTED_FORMATS)})")
-    import io
-
-    from PIL import Image
-
-    Image.init()
     try:
-        with Image.OPEN[fmt][0](io.BytesIO(data)) as im:
+        with _pil().OPEN[fmt][0](io.BytesIO(data)) as im:
             width, height = im.size
     except Exception:
         raise CorruptImage(f"corrupt {fmt} image") from None
