@@ -41,8 +41,8 @@ class MicroBatcher:
     Greedy and beam items never share a call, since the decoder differs.
 
     At most `workers` calls run at once. When nothing waits, no other request is being prepared, the images
-    fit in one call and a call may start, `submit` makes the call itself, in the request's thread: a lone request then costs no
-    hand-over to a worker and back (two thread wake-ups, 0.5-1 ms on a virtual machine).
+    fit in one call and a call may start, `submit` makes the call itself, in the request's thread: a lone
+    request then costs no hand-over to a worker and back (two thread wake-ups, slow on a virtual machine).
     """
 
     def __init__(

@@ -130,10 +130,11 @@ def affine_warp(canvases: tf.Tensor, transforms: tf.Tensor) -> tf.Tensor:
     """kernel_warp for affine `transforms` [B, 8] (output (x, y) -> input (a0 x + a1 y + a2, b0 x + b1 y + b2),
     the last two 0), written as the kernel's formula in plain TF ops so that XLA can compile it.
 
-    The same pixels but for float rounding (one grey level in about 1 of 10,000): bilinear, 0 outside,
-    truncated to whole grey levels as the kernel's uint8 output is. The kernel evaluates a generator per
-    pixel, about 90 us of a 32x128 canvas and 90% of the augmenting reader; compiled, this takes a third of
-    that (README, "Performance"). Uncompiled it is slower than the kernel.
+    Bilinear, 0 outside, truncated to whole grey levels as the kernel's uint8 output is: run as it is, the
+    kernel's pixels exactly; compiled, XLA's fused multiply-adds move about 1 pixel in 10,000 by one grey
+    level. The kernel evaluates a generator per pixel, about 90 us of a 32x128 canvas and 90% of the
+    augmenting reader; compiled, this takes a third of that (README, "Performance"). Uncompiled it is
+    slower than the kernel, so only _distort_compiled uses it.
     """
     batch, height, width = tf.shape(canvases)[0], tf.shape(canvases)[1], tf.shape(canvases)[2]
     a0, a1, a2, b0, b1, b2 = (transforms[:, i, tf.newaxis, tf.newaxis] for i in range(6))
