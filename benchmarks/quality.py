@@ -68,6 +68,8 @@ def run_seed(seed: int, params: list[str], workdir: Path) -> dict:
         "train_hands": int(preprocess.get("writers_train", 0)),
         "epochs_run": int(train.get("epochs_run", 0)),
         "best_val_cer": train.get("best_val_cer"),
+        # the served network's weights: int8 when they read validation as well as float ones (train's check)
+        **{k: train[k] for k in ("lite_float_check_cer", "lite_int8_check_cer") if k in train},
         "decision": tags.get("hwr.decision"),
     }
 

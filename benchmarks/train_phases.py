@@ -210,6 +210,7 @@ def _export(net, info, args: dict) -> dict:
 
     from steps.dataset import reader
     from steps.inference.calibration import Calibration
+    from steps.inference.recognizer import LITE
     from steps.training import export
     from steps.workflow import config
 
@@ -225,6 +226,10 @@ def _export(net, info, args: dict) -> dict:
             net, info.charset, Calibration.identity(), info.image_height, info.image_width, Path(tmp) / "export"
         )
         lite = export.save_lite(net, export.check_canvases(info), Path(tmp) / "export")  # as train ships it
+        if (Path(tmp) / "export" / LITE).exists():
+            canvases, texts = export.check_words(info)
+            int8, _ = export.save_int8_weights(net, canvases, texts, info.charset.characters, Path(tmp) / "export")
+            lite += f"; {int8}"
         model = export.log_model(
             Path(tmp) / "export", export.example_png(example), config.MODEL_ARTIFACT, export.metadata(info)
         )

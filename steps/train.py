@@ -14,6 +14,9 @@ Fine-tuning: `init_model` (a model URI, e.g. models:/HandwritingRecognitionModel
          model's weights, its output layer extended for the dataset's new characters (the architecture
          parameters must be the parent's); `freeze_epochs` keeps the conv blocks frozen that many epochs.
          Lineage: param init_model as given, tag hwr.parent_model the fixed URI (models:/<name>/<version>).
+Serving speed: a word model ships its network as TensorFlow Lite too, with int8 weights when they read the
+         validation words within export.MAX_INT8_CER_LOSS of float weights (metrics lite_float_check_cer and
+         lite_int8_check_cer; `-P int8_weights=false` keeps float weights).
 Several machines: with TF_CONFIG naming two or more workers (steps/training/cluster.py) every worker runs this
          step with the same `data` URI; worker 0 (the chief) logs the run and the model, the others log nothing.
 
@@ -88,8 +91,27 @@ def onednn() -> str:
         return "unknown"
 
 
-def calibrate(model, info: DatasetInfo):
-    """The confidence calibration fitted on the validation split (the identity when it is empty), logged."""
+def ship_lite(fitted, out: Path, int8_weights: bool):
+    """Write the network as TensorFlow Lite into `out` (export.save_lite), with int8 weights if asked and
+    they read the validation words as well; logged -> its LiteNetwork, or None when it stays TensorFlow only."""
+    from steps.inference.lite import LiteNetwork
+    from steps.inference.recognizer import LITE
+    from steps.training import export
+
+    runs.log(export.save_lite(fitted.model, export.check_canvases(fitted.dataset), out))
+    if not (out / LITE).exists():
+        return None
+    if int8_weights:
+        canvases, texts = export.check_words(fitted.dataset)
+        said, figures = export.save_int8_weights(fitted.model, canvases, texts, fitted.dataset.charset.characters, out)
+        runs.log(said)
+        mlflow.log_metrics(figures)
+    return LiteNetwork((out / LITE).read_bytes())
+
+
+def calibrate(model, info: DatasetInfo, network=None):
+    """The confidence calibration fitted on the validation split (the identity when it is empty), logged;
+    on the readings of `network` (a LiteNetwork) when the model ships one."""
     from steps.dataset import reader
     from steps.inference.calibration import Calibration
     from steps.training import export
@@ -97,7 +119,7 @@ def calibrate(model, info: DatasetInfo):
     if not info.samples.get("val"):
         runs.log("no validation words: the confidence is the uncalibrated score")
         return Calibration.identity()
-    calibration = export.calibrate(model, reader.records(info, "val").batch(64), info.charset)
+    calibration = export.calibrate(model, reader.records(info, "val").batch(64), info.charset, network)
     mlflow.log_metric("calibration_samples", calibration.samples)
     runs.log(f"confidence calibrated on {calibration.samples} validation words ({len(calibration.scores)} knots)")
     return calibration
@@ -205,6 +227,13 @@ def train_as_worker(machines, data: str, init_model: str, freeze_epochs: int, mo
     show_default=True,
     help="with --init-model: epochs the conv blocks stay frozen",
 )
+@click.option(
+    "--int8-weights",
+    type=click.BOOL,
+    default=D["int8_weights"],
+    show_default=True,
+    help="ship the TensorFlow Lite network with int8 weights when they read the validation words as well",
+)
 @cli.user_errors(
     artifacts.ArtifactError,
     runs.UpstreamNotFound,
@@ -228,6 +257,7 @@ def main(
     rnn_units: str,
     dropout: float,
     shortcut: float,
+    int8_weights: bool,
     **params,
 ) -> None:
     from steps.training.model import ModelConfig
@@ -262,6 +292,7 @@ def main(
             "shortcut": shortcut,
             "init_model": init_model,
             "freeze_epochs": freeze_epochs,
+            "int8_weights": int8_weights,
         },
     ):
         from steps.training import export, fit, schedule, warmstart
@@ -330,15 +361,15 @@ def main(
             if cfg.augment:
                 augmentation_grid(fitted, tmp)
             # fitted.dataset's charset: the dataset's, extended by the parent's characters when fine-tuning
-            calibration = calibrate(fitted.model, fitted.dataset)
-            export.save(
-                fitted.model, fitted.dataset.charset, calibration, info.image_height, info.image_width, tmp / "export"
-            )
-            runs.log(export.save_lite(fitted.model, export.check_canvases(fitted.dataset), tmp / "export"))
+            out = tmp / "export"
+            out.mkdir()
+            network = ship_lite(fitted, out, int8_weights)
+            calibration = calibrate(fitted.model, fitted.dataset, network)
+            export.save(fitted.model, fitted.dataset.charset, calibration, info.image_height, info.image_width, out)
             for png in sorted(tmp.glob("*.png")):
                 mlflow.log_artifact(str(png))
             model_info = export.log_model(
-                tmp / "export", export.example_png(examples[0]), config.MODEL_ARTIFACT, export.metadata(info)
+                out, export.example_png(examples[0]), config.MODEL_ARTIFACT, export.metadata(info)
             )
         shutil.rmtree(work_dir, ignore_errors=True)  # finished: nothing left to resume
         runs.log(

@@ -63,6 +63,8 @@ class LiteNetwork:
         interpreter = self._interpreter()[0]
         self.canvas_shape = tuple(int(d) for d in interpreter.get_input_details()[0]["shape"][1:])  # (H, W, 1)
         self.logits_shape = tuple(int(d) for d in interpreter.get_output_details()[0]["shape"][1:])  # (T, C)
+        # Weights stored as int8 (train's default since session 16: steps/training/lite.to_lite), or float.
+        self.int8_weights = any(t["dtype"] == np.int8 for t in interpreter.get_tensor_details())
 
     def _interpreter(self) -> tuple[tf.lite.Interpreter, int, int]:
         mine = getattr(self._local, "interpreter", None)

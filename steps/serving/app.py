@@ -54,6 +54,7 @@ def describe(model_uri: str, model) -> dict:
         "model_id": None,
         "charset_size": len(model.charset.characters),
         "engine": model.engine,  # tflite | savedmodel: what computes the network (recognizer.HandwritingModel)
+        "int8_weights": bool(model.lite and model.lite.int8_weights),  # the Lite network's weights (train's default)
         "level": None,  # words | lines: what the model reads (its logged metadata; models before lines: words)
         "canvas": None,  # [height, width] every image is resized into
     }

@@ -21,14 +21,19 @@ import tensorflow as tf
 
 from steps.dataset.info import DatasetInfo
 from steps.dataset.reader import records
+from steps.evaluation import metrics
 from steps.inference import ctc, imaging
 from steps.inference.calibration import Calibration, isotonic
 from steps.inference.charset import Charset
+from steps.inference.lite import LiteNetwork
 from steps.inference.recognizer import CALIBRATION, CHARSET, LITE, SAVED_MODEL, HandwritingModel
 from steps.training import lite
 from steps.training import model as modelib
 from steps.workflow import config
 
+# How much higher a validation CER the network with int8 weights may have than with float weights, and still ship.
+# Measured over seeds on the sample's validation hands: at most 0.001 apart (README, "Performance").
+MAX_INT8_CER_LOSS = 0.002
 INFERENCE_PACKAGE = config.ROOT / "steps" / "inference"
 # What the model needs at inference, taken (pinned) from requirements.txt, the one pin list.
 RUNTIME_PACKAGES = {
@@ -96,6 +101,47 @@ def check_canvases(info: DatasetInfo, count: int = 64) -> np.ndarray:
     return batch["image"].numpy() if batch else np.zeros((0, info.image_height, info.image_width, 1), np.uint8)
 
 
+def check_words(info: DatasetInfo, count: int = 2000) -> tuple[np.ndarray, list[str]]:
+    """Up to `count` labelled canvases (uint8 [N, H, W, 1], texts) to weigh int8 weights on: validation words,
+    else training words."""
+    split = "val" if info.samples.get("val") else "train"
+    images, texts = [np.zeros((0, info.image_height, info.image_width, 1), np.uint8)], []
+    for batch in records(info, split).take(count).batch(256):
+        images.append(batch["image"].numpy())
+        texts += [t.decode("utf-8") for t in batch["text"].numpy()]
+    return np.concatenate(images), texts
+
+
+def greedy_cer(blob: bytes, canvases: np.ndarray, texts: list[str], characters: tuple[str, ...]) -> float:
+    """The CER of a Lite network's greedy readings of `canvases` against `texts`."""
+    read, _ = ctc.greedy_numpy(LiteNetwork(blob).logits(canvases), characters)
+    return metrics.error_rates(texts, read)["cer"]
+
+
+def save_int8_weights(
+    model: tf.keras.Model, canvases: np.ndarray, texts: list[str], characters: tuple[str, ...], out_dir: Path
+) -> tuple[str, dict[str, float]]:
+    """Replace the float Lite network that save_lite wrote into `out_dir` by one with int8 weights (half the time
+    per word: lite.to_lite) when its greedy CER on the labelled `canvases` is at most MAX_INT8_CER_LOSS above
+    the float network's -> (what happened, for the run's log; both CERs, as metrics)."""
+    keeps = "the TensorFlow Lite network keeps float weights"
+    if not len(canvases):
+        return f"{keeps}: no labelled words to check int8 weights on", {}
+    try:
+        blob = lite.convert(model, int8_weights=True)
+    except Exception as e:  # the float network is shipped already: int8 weights are only faster
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        return f"{keeps}: converting with int8 weights failed ({type(e).__name__}: {reason})", {}
+    float_cer = greedy_cer((out_dir / LITE).read_bytes(), canvases, texts, characters)
+    int8_cer = greedy_cer(blob, canvases, texts, characters)
+    figures = {"lite_float_check_cer": float_cer, "lite_int8_check_cer": int8_cer}
+    compared = f"CER {int8_cer:.4f} with them against {float_cer:.4f} on {len(texts)} validation words"
+    if not int8_cer <= float_cer + MAX_INT8_CER_LOSS:  # (NaN too)
+        return f"{keeps}: int8 weights read worse ({compared}, {MAX_INT8_CER_LOSS} allowed)", figures
+    (out_dir / LITE).write_bytes(blob)
+    return f"the TensorFlow Lite network has int8 weights ({len(blob) / 1e6:.1f} MB; {compared})", figures
+
+
 def save_lite(model: tf.keras.Model, canvases: np.ndarray, out_dir: Path) -> str:
     """Write the network as TensorFlow Lite into `out_dir` if lite.convert takes it and its logits on
     `canvases` (uint8 [N, H, W, 1], validation words) are the Keras model's to lite.MAX_LOGIT_DIFFERENCE;
@@ -116,15 +162,24 @@ def save_lite(model: tf.keras.Model, canvases: np.ndarray, out_dir: Path) -> str
     return f"the network is also TensorFlow Lite ({len(blob) / 1e6:.1f} MB; logits within {difference:.1g} on {len(canvases)} words)"
 
 
-def calibrate(model: tf.keras.Model, canvases: tf.data.Dataset, charset: Charset) -> Calibration:
-    """Fit the confidence calibration on validation examples ({text, image} batches): raw score -> P(exact)."""
+def calibrate(
+    model: tf.keras.Model, canvases: tf.data.Dataset, charset: Charset, network: LiteNetwork | None = None
+) -> Calibration:
+    """Fit the confidence calibration on validation examples ({text, image} batches): raw score -> P(exact).
+
+    The raw scores are those of the network the model ships: its Lite copy when there is one (`network`, whose
+    int8 weights move the scores a little), else the Keras model's."""
     chars = tf.constant(list(charset.characters), tf.string)
     read = tf.function(lambda images: ctc.decode(modelib.read_canvases(model, images), chars))
     scores, correct = [], []
     for batch in canvases:
-        texts, raw = read(batch["image"])
-        scores.extend(raw.numpy().tolist())
-        correct.extend(t == r for t, r in zip(texts.numpy(), batch["text"].numpy()))
+        if network is not None:
+            texts, raw = ctc.greedy_numpy(network.logits(batch["image"].numpy()), charset.characters)
+            texts = [t.encode("utf-8") for t in texts]
+        else:
+            texts, raw = (t.numpy() for t in read(batch["image"]))
+        scores.extend(np.asarray(raw).tolist())
+        correct.extend(t == r for t, r in zip(texts, batch["text"].numpy()))
     return isotonic(scores, correct)
 
 

@@ -146,12 +146,14 @@ def _unclip(blob: bytes) -> bytes:
     return bytes(flatbuffer_utils.convert_object_to_bytearray(lite))
 
 
-def convert(model: keras.Model) -> bytes:
+def convert(model: keras.Model, int8_weights: bool = False) -> bytes:
     """The recogniser (model.build's) -> a TensorFlow Lite flatbuffer: uint8 canvas [1, H, W, 1] -> logits.
 
+    With `int8_weights`, its weights are stored as int8 (see to_lite): half the time per word, readings that
+    may differ, so export checks them against the float network's before shipping it.
     LiteUnsupported if the model is not one that network_function writes, or if the converter leaves an
     LSTM unfused (the reader would then be slower than the SavedModel)."""
-    blob = to_lite(network_function(model))
+    blob = to_lite(network_function(model), int8_weights)
     with native_stderr_without():
         ops = {op["op_name"] for op in tf.lite.Interpreter(model_content=blob)._get_ops_details()}  # no public listing
     if "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and recurrent_layers(model):
@@ -159,15 +161,25 @@ def convert(model: keras.Model) -> bytes:
     return blob
 
 
-def to_lite(function: tf.types.experimental.ConcreteFunction) -> bytes:
-    """A concrete function -> TensorFlow Lite, its marked LSTMs fused, with no cell clip."""
+def to_lite(function: tf.types.experimental.ConcreteFunction, int8_weights: bool = False) -> bytes:
+    """A concrete function -> TensorFlow Lite, its marked LSTMs fused, with no cell clip.
+
+    `int8_weights` is the converter's dynamic-range quantization: weights stored as int8 with a scale per
+    output channel, each call quantizing its activations on the fly, so the convolutions and matrix products
+    run on int8 (XNNPACK's kernels); no calibration data is needed. Measured on the default network (2 AVX2
+    cores, one thread): 0.81 against 1.67 ms per word. Full int8 (activations calibrated ahead) measured
+    slower here (2.9 ms): the fused LSTM stays float and every layer around it quantizes and dequantizes.
+    """
     module = tf.Module()
     module.function = function
     with tempfile.TemporaryDirectory(prefix="hwr-lite-") as saved:
         # Through a SavedModel, not from the function: converting a function inlines the marked LSTMs first.
         tf.saved_model.save(module, saved, signatures={"serving_default": function})
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        if int8_weights:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
         with native_stderr_without():
-            blob = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+            blob = converter.convert()
         return _unclip(blob)
 
 

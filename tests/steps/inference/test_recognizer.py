@@ -105,6 +105,25 @@ def test_pyfunc_predict_gives_the_training_path_text_for_every_image(logged):
     assert sum(t == w for t, w in zip(recognised, run.words)) >= 6, recognised
 
 
+def test_int8_weights_read_the_trained_words_as_the_training_path_does(logged, tmp_path):
+    """train's default: the Lite network with int8 weights, shipped because it reads as well as the float one."""
+    run = logged.run
+    export_dir = tmp_path / "export"
+    shutil.copytree(logged.root / "export", export_dir)
+    canvases = np.stack([imaging.preprocess_bytes(tf.constant(p), H, W).numpy() for p in run.pngs])
+    said, figures = export.save_int8_weights(run.net, canvases, run.words, run.chars.characters, export_dir)
+    assert said.startswith("the TensorFlow Lite network has int8 weights"), said
+    assert figures["lite_int8_check_cer"] == figures["lite_float_check_cer"]
+    model = recognizer.HandwritingModel()
+    model._load(
+        export_dir / recognizer.SAVED_MODEL, export_dir / recognizer.CHARSET, lite_path=export_dir / recognizer.LITE
+    )
+    assert model.engine == "tflite" and model.lite.int8_weights
+    read = [r["text"] for r in model.recognize(run.pngs)]
+    assert read == [training_path(run, p)[0] for p in run.pngs]
+    assert sum(t == w for t, w in zip(read, run.words)) >= 6, read
+
+
 def test_batched_predict_equals_one_by_one(logged):
     run = logged.run
     batch = logged.pyfunc.predict(pd.DataFrame({"image": run.pngs}))

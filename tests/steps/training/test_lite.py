@@ -180,10 +180,11 @@ def test_converting_and_reading_print_nothing(tmp_path):
         "from steps.inference.lite import LiteNetwork\n"
         "net = model.build(model.ModelConfig((8, 16), 1, True, 12, (6,), 0.1, 0.1), 16, 32, 7)\n"
         "print(LiteNetwork(lite.convert(net)).logits(np.zeros((1, 16, 32, 1), np.uint8)).shape)\n"
+        "print(LiteNetwork(lite.convert(net, int8_weights=True)).logits(np.zeros((1, 16, 32, 1), np.uint8)).shape)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "(1, 16, 7)"
+    assert done.stdout.splitlines() == ["(1, 16, 7)"] * 2
     assert done.stderr == ""
 
 
@@ -198,3 +199,48 @@ def test_a_converter_failure_leaves_the_model_tensorflow_only(tmp_path):
         "the network stays TensorFlow only: converting it failed (RuntimeError: ConverterError: op not supported)"
     )
     assert not (tmp_path / "network.tflite").exists()
+
+
+def test_int8_weights_make_a_network_that_reads_nearly_alike():
+    net = network(CONFIGS["default shape"])
+    as_float, as_int8 = LiteNetwork(lite.convert(net)), LiteNetwork(lite.convert(net, int8_weights=True))
+    assert (as_float.int8_weights, as_int8.int8_weights) == (False, True)
+    images = canvases(6)
+    difference = np.abs(as_int8.logits(images) - as_float.logits(images))
+    assert 0 < difference.max() < 0.1 * np.abs(as_float.logits(images)).max()
+
+
+def labelled(net: keras.Model, count: int) -> tuple[np.ndarray, list[str], tuple[str, ...]]:
+    """Canvases labelled with what the float network reads in them: its CER is 0 by construction."""
+    from steps.inference import ctc
+
+    characters = tuple("abcdef")  # CLASSES - 1 characters after the blank
+    images = canvases(count)
+    texts, _ = ctc.greedy_numpy(LiteNetwork(lite.convert(net)).logits(images), characters)
+    return images, texts, characters
+
+
+def test_int8_weights_ship_only_when_they_read_the_validation_words_as_well(tmp_path):
+    net = network(CONFIGS["default shape"])
+    images, texts, characters = labelled(net, 8)
+    assert export.save_lite(net, images, tmp_path).startswith("the network is also TensorFlow Lite")
+    float_blob = (tmp_path / "network.tflite").read_bytes()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(export, "MAX_INT8_CER_LOSS", -0.5)  # int8 weights must read better than the float's CER of 0
+        said, figures = export.save_int8_weights(net, images, texts, characters, tmp_path)
+    assert said.startswith("the TensorFlow Lite network keeps float weights: int8 weights read worse (CER ")
+    assert figures["lite_float_check_cer"] == 0.0 and figures["lite_int8_check_cer"] >= 0.0
+    assert (tmp_path / "network.tflite").read_bytes() == float_blob
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(export, "MAX_INT8_CER_LOSS", 1.0)
+        said, figures = export.save_int8_weights(net, images, texts, characters, tmp_path)
+    assert said.startswith("the TensorFlow Lite network has int8 weights (") and "on 8 validation words" in said
+    assert LiteNetwork((tmp_path / "network.tflite").read_bytes()).int8_weights
+
+
+def test_int8_weights_need_labelled_words(tmp_path):
+    net = network(CONFIGS["default shape"])
+    export.save_lite(net, canvases(2), tmp_path)
+    said, figures = export.save_int8_weights(net, canvases(0), [], tuple("abcdef"), tmp_path)
+    assert said == "the TensorFlow Lite network keeps float weights: no labelled words to check int8 weights on"
+    assert figures == {} and not LiteNetwork((tmp_path / "network.tflite").read_bytes()).int8_weights
