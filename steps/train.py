@@ -15,7 +15,7 @@ Fine-tuning: `init_model` (a model URI, e.g. models:/HandwritingRecognitionModel
          parameters must be the parent's); `freeze_epochs` keeps the conv blocks frozen that many epochs.
          Lineage: param init_model as given, tag hwr.parent_model the fixed URI (models:/<name>/<version>).
 Serving speed: a word model ships its network as TensorFlow Lite too, with int8 weights when they read the
-         validation words within export.MAX_INT8_CER_LOSS of float weights (metrics lite_float_check_cer and
+         validation words within export.int8_allowance of float weights (metrics lite_float_check_cer and
          lite_int8_check_cer; `-P int8_weights=false` keeps float weights).
 Several machines: with TF_CONFIG naming two or more workers (steps/training/cluster.py) every worker runs this
          step with the same `data` URI; worker 0 (the chief) logs the run and the model, the others log nothing.

@@ -31,9 +31,18 @@ from steps.training import lite
 from steps.training import model as modelib
 from steps.workflow import config
 
-# How much higher a validation CER the network with int8 weights may have than with float weights, and still ship.
-# Measured over seeds on the sample's validation hands: at most 0.001 apart (README, "Performance").
+# How much higher a validation CER the network with int8 weights may have than with float weights, and still ship:
+# 0.002, or 2% of the float CER when that is more. int8 weights change a few readings either way (README,
+# "Performance": 6-9 of ~800 validation words on the sample), more in a model that is still unsure of many words.
 MAX_INT8_CER_LOSS = 0.002
+MAX_INT8_CER_LOSS_RELATIVE = 0.02
+
+
+def int8_allowance(float_cer: float) -> float:
+    """How much higher a validation CER than `float_cer` the network with int8 weights may have and still ship."""
+    return max(MAX_INT8_CER_LOSS, MAX_INT8_CER_LOSS_RELATIVE * float_cer)
+
+
 INFERENCE_PACKAGE = config.ROOT / "steps" / "inference"
 # What the model needs at inference, taken (pinned) from requirements.txt, the one pin list.
 RUNTIME_PACKAGES = {
@@ -122,7 +131,7 @@ def save_int8_weights(
     model: tf.keras.Model, canvases: np.ndarray, texts: list[str], characters: tuple[str, ...], out_dir: Path
 ) -> tuple[str, dict[str, float]]:
     """Replace the float Lite network that save_lite wrote into `out_dir` by one with int8 weights (half the time
-    per word: lite.to_lite) when its greedy CER on the labelled `canvases` is at most MAX_INT8_CER_LOSS above
+    per word: lite.to_lite) when its greedy CER on the labelled `canvases` is at most int8_allowance above
     the float network's -> (what happened, for the run's log; both CERs, as metrics)."""
     keeps = "the TensorFlow Lite network keeps float weights"
     if not len(canvases):
@@ -136,8 +145,9 @@ def save_int8_weights(
     int8_cer = greedy_cer(blob, canvases, texts, characters)
     figures = {"lite_float_check_cer": float_cer, "lite_int8_check_cer": int8_cer}
     compared = f"CER {int8_cer:.4f} with them against {float_cer:.4f} on {len(texts)} validation words"
-    if not int8_cer <= float_cer + MAX_INT8_CER_LOSS:  # (NaN too)
-        return f"{keeps}: int8 weights read worse ({compared}, {MAX_INT8_CER_LOSS} allowed)", figures
+    allowed = int8_allowance(float_cer)
+    if not int8_cer <= float_cer + allowed:  # (NaN too)
+        return f"{keeps}: int8 weights read worse ({compared}, {allowed:.4f} more allowed)", figures
     (out_dir / LITE).write_bytes(blob)
     return f"the TensorFlow Lite network has int8 weights ({len(blob) / 1e6:.1f} MB; {compared})", figures
 

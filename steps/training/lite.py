@@ -166,9 +166,11 @@ def to_lite(function: tf.types.experimental.ConcreteFunction, int8_weights: bool
 
     `int8_weights` is the converter's dynamic-range quantization: weights stored as int8 with a scale per
     output channel, each call quantizing its activations on the fly, so the convolutions and matrix products
-    run on int8 (XNNPACK's kernels); no calibration data is needed. Measured on the default network (2 AVX2
-    cores, one thread): 0.81 against 1.67 ms per word. Full int8 (activations calibrated ahead) measured
-    slower here (2.9 ms): the fused LSTM stays float and every layer around it quantizes and dequantizes.
+    run on int8 (XNNPACK's kernels); no calibration data is needed. The gain depends on the CPU's int8 dot
+    products: the default network, one thread, took 0.81 against 1.67 ms per word on an AMD EPYC with AVX-512
+    VNNI, 1.89 against 2.08 ms on one with AVX2 only (README, "Performance"). Full int8 (activations
+    calibrated ahead) was slower (2.9 ms): the fused LSTM stays float, and the layers around it quantize and
+    dequantize.
     """
     module = tf.Module()
     module.function = function

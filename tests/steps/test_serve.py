@@ -250,6 +250,14 @@ def test_health_version_and_page(server, tiny):
     assert version["run_id"] == tiny.run_id and version["model_id"].startswith("m-")
     assert version["charset_size"] > 10
     assert version["engine"] == "tflite"  # train ships word models with their network as TensorFlow Lite
+    from mlflow.tracking import MlflowClient
+
+    from steps.training.export import int8_allowance
+
+    checked = MlflowClient(tiny.tracking_uri).get_run(tiny.run_id).data.metrics  # what train found on validation
+    float_cer = checked["lite_float_check_cer"]
+    as_well = checked["lite_int8_check_cer"] <= float_cer + int8_allowance(float_cer)
+    assert version["int8_weights"] is as_well
     page = requests.get(server + "/")
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert 'type="file"' in page.text and 'fetch("/predict"' in page.text

@@ -82,6 +82,29 @@ def test_a_request_arriving_while_another_is_prepared_waits_to_share_its_batch()
         batcher.close()
 
 
+def test_a_full_batch_goes_at_once_without_waiting_for_requests_still_being_prepared():
+    calls = []
+    batcher = MicroBatcher(lambda ps, beam: calls.append(list(ps)) or ps, max_batch=2, max_wait_ms=60_000, max_queued=8)
+    slow_ready, slow_release = threading.Event(), threading.Event()
+
+    def slow_request():
+        with batcher.preparing():  # a request that takes its time: no batch may wait a minute for it
+            slow_ready.set()
+            slow_release.wait(20)
+
+    thread = threading.Thread(target=slow_request)
+    try:
+        thread.start()
+        slow_ready.wait(10)
+        first = batcher.submit(["a"])[0]  # queued: another request is being prepared
+        second = batcher.submit(["b"])[0]  # the batch is full now
+        assert (first.result(5), second.result(5)) == ("a", "b") and calls == [["a", "b"]]
+    finally:
+        slow_release.set()
+        thread.join(10)
+        batcher.close()
+
+
 def test_workers_that_raced_for_one_batch_still_answer_every_later_request():
     # Both workers wake for a queued image and wait for a request being prepared; one takes the image and
     # the other finds nothing. That one must not count as a running call, or the batcher runs out of calls.

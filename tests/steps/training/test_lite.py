@@ -226,16 +226,21 @@ def test_int8_weights_ship_only_when_they_read_the_validation_words_as_well(tmp_
     assert export.save_lite(net, images, tmp_path).startswith("the network is also TensorFlow Lite")
     float_blob = (tmp_path / "network.tflite").read_bytes()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(export, "MAX_INT8_CER_LOSS", -0.5)  # int8 weights must read better than the float's CER of 0
+        mp.setattr(export, "int8_allowance", lambda float_cer: -0.5)  # int8 must read better than the float's CER 0
         said, figures = export.save_int8_weights(net, images, texts, characters, tmp_path)
     assert said.startswith("the TensorFlow Lite network keeps float weights: int8 weights read worse (CER ")
     assert figures["lite_float_check_cer"] == 0.0 and figures["lite_int8_check_cer"] >= 0.0
     assert (tmp_path / "network.tflite").read_bytes() == float_blob
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(export, "MAX_INT8_CER_LOSS", 1.0)
+        mp.setattr(export, "int8_allowance", lambda float_cer: 1.0)
         said, figures = export.save_int8_weights(net, images, texts, characters, tmp_path)
     assert said.startswith("the TensorFlow Lite network has int8 weights (") and "on 8 validation words" in said
     assert LiteNetwork((tmp_path / "network.tflite").read_bytes()).int8_weights
+
+
+def test_int8_weights_may_cost_0_002_cer_or_2_percent_of_a_weaker_models():
+    assert export.int8_allowance(0.05) == 0.002
+    assert export.int8_allowance(0.28) == pytest.approx(0.0056)
 
 
 def test_int8_weights_need_labelled_words(tmp_path):
