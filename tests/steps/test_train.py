@@ -83,7 +83,7 @@ def test_train_logs_metrics_per_epoch_params_plots_and_model(step_chain, trained
 
         m = run.data.metrics
         as_well = m["lite_int8_check_cer"] <= m["lite_float_check_cer"] + int8_allowance(m["lite_float_check_cer"])
-        assert p["int8_weights"] == "True" and model.unwrap_python_model().lite.int8_weights == as_well
+        assert p["int8_weights"] == "true" and model.unwrap_python_model().lite.int8_weights == as_well
     finally:
         mlflow.set_tracking_uri(None)
 
