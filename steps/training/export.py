@@ -36,13 +36,6 @@ from steps.workflow import config
 # "Performance": 6-9 of ~800 validation words on the sample), more in a model that is still unsure of many words.
 MAX_INT8_CER_LOSS = 0.002
 MAX_INT8_CER_LOSS_RELATIVE = 0.02
-
-
-def int8_allowance(float_cer: float) -> float:
-    """How much higher a validation CER than `float_cer` the network with int8 weights may have and still ship."""
-    return max(MAX_INT8_CER_LOSS, MAX_INT8_CER_LOSS_RELATIVE * float_cer)
-
-
 INFERENCE_PACKAGE = config.ROOT / "steps" / "inference"
 # What the model needs at inference, taken (pinned) from requirements.txt, the one pin list.
 RUNTIME_PACKAGES = {
@@ -127,11 +120,16 @@ def greedy_cer(blob: bytes, canvases: np.ndarray, texts: list[str], characters: 
     return metrics.error_rates(texts, read)["cer"]
 
 
+def int8_allowance(float_cer: float) -> float:
+    """How much higher a validation CER than `float_cer` the network with int8 weights may have and still ship."""
+    return max(MAX_INT8_CER_LOSS, MAX_INT8_CER_LOSS_RELATIVE * float_cer)
+
+
 def save_int8_weights(
     model: tf.keras.Model, canvases: np.ndarray, texts: list[str], characters: tuple[str, ...], out_dir: Path
 ) -> tuple[str, dict[str, float]]:
-    """Replace the float Lite network that save_lite wrote into `out_dir` by one with int8 weights (half the time
-    per word: lite.to_lite) when its greedy CER on the labelled `canvases` is at most int8_allowance above
+    """Replace the float Lite network that save_lite wrote into `out_dir` by one with int8 weights (faster where
+    the CPU has int8 dot products: lite.to_lite) when its greedy CER on the labelled `canvases` is at most int8_allowance above
     the float network's -> (what happened, for the run's log; both CERs, as metrics)."""
     keeps = "the TensorFlow Lite network keeps float weights"
     if not len(canvases):

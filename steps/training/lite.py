@@ -149,8 +149,8 @@ def _unclip(blob: bytes) -> bytes:
 def convert(model: keras.Model, int8_weights: bool = False) -> bytes:
     """The recogniser (model.build's) -> a TensorFlow Lite flatbuffer: uint8 canvas [1, H, W, 1] -> logits.
 
-    With `int8_weights`, its weights are stored as int8 (see to_lite): half the time per word, readings that
-    may differ, so export checks them against the float network's before shipping it.
+    With `int8_weights`, its weights are stored as int8 (see to_lite): faster, but its readings may differ, so
+    export checks them against the float network's before shipping it.
     LiteUnsupported if the model is not one that network_function writes, or if the converter leaves an
     LSTM unfused (the reader would then be slower than the SavedModel)."""
     blob = to_lite(network_function(model), int8_weights)
