@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -273,6 +274,21 @@ def test_a_newline_in_the_path_cannot_forge_a_log_line(served):
     time.sleep(0.2)
     assert not any(line.startswith(("2026-12-01", "forged")) for line in lines), lines[-5:]
     assert any("/x\\n2026-12-01 INFO" in line and "\\r\\nforged 404" in line for line in lines), lines[-5:]
+
+
+def test_every_request_gets_one_log_line_with_its_status_and_time(served, png):
+    """Answers of the app's own (200), of its error handlers (404, 405) and for a non-ASCII path, which is
+    logged as the characters the client sent, escaped."""
+    url, host, port, lines, _ = served
+    before = len(lines)
+    assert requests.post(url + "/predict", files={"image": ("w.png", png)}, timeout=60).status_code == 200
+    assert requests.get(url + "/predict", timeout=10).status_code == 405
+    assert requests.get(url + "/w%C3%B6rd", timeout=10).status_code == 404
+    time.sleep(0.2)
+    logged = lines[before:]
+    for method, path, status in (("POST", "/predict", 200), ("GET", "/predict", 405), ("GET", "/w\\xf6rd", 404)):
+        line = re.compile(rf"{method} {re.escape(path)} {status} \d+\.\dms")
+        assert len([x for x in logged if line.fullmatch(x)]) == 1, logged
 
 
 # ------------------------------------------------------------------------------------- fair admission
