@@ -273,13 +273,17 @@ def _serve_rows(s: dict, requests: int) -> list[dict]:
     rows = []
     ours, ml = s["ours"]["levels"], s["mlflow"]["levels"]
     other = s["_measure"]["other_cpu_cores"]
+    workers = s.get("workers", {"ours": 1, "mlflow": 1})
+    defaults = workers == {"ours": 1, "mlflow": 1}
+    processes = "" if defaults else f" ({workers['ours']} processes vs -w {workers['mlflow']})"
     for c in LEVELS:
         c = str(c)
-        # issue 12's targets: 3x `mlflow models serve` at concurrency 8, p50 <= 5 ms at 1 (README, "Performance")
-        met = ours[c]["images_per_second"] >= 3 * ml[c]["images_per_second"] if c == "8" else None
+        # issue 12's targets: 3x `mlflow models serve` at concurrency 8, p50 <= 5 ms at 1 (README, "Performance"),
+        # each server as it starts by default (one process)
+        met = ours[c]["images_per_second"] >= 3 * ml[c]["images_per_second"] if c == "8" and defaults else None
         rows.append(
             row(
-                f"serve: throughput at concurrency {c}",
+                f"serve: throughput at concurrency {c}{processes}",
                 "images/s",
                 ours[c]["images_per_second"],
                 ml[c]["images_per_second"],
@@ -295,11 +299,11 @@ def _serve_rows(s: dict, requests: int) -> list[dict]:
     for c in LEVELS:
         c = str(c)
         for q in ("p50", "p95"):
-            target = "<= 5 ms" if (c == "1" and q == "p50") else ""
+            target = "<= 5 ms" if (c == "1" and q == "p50" and defaults) else ""
             met = ours[c]["p50_ms"] <= 5 if target else None
             rows.append(
                 row(
-                    f"serve: {q} latency at concurrency {c}",
+                    f"serve: {q} latency at concurrency {c}{processes}",
                     "ms",
                     ours[c][f"{q}_ms"],
                     ml[c][f"{q}_ms"],
@@ -314,7 +318,7 @@ def _serve_rows(s: dict, requests: int) -> list[dict]:
     for c in ("1", "8"):
         rows.append(
             row(
-                f"serve: server CPU per image at concurrency {c}",
+                f"serve: server CPU per image at concurrency {c}{processes}",
                 "ms",
                 ours[c]["server_cpu_ms_per_image"],
                 ml[c]["server_cpu_ms_per_image"],
@@ -329,7 +333,7 @@ def _serve_rows(s: dict, requests: int) -> list[dict]:
         )
     rows.append(
         row(
-            "memory: peak RSS of the server (process tree)",
+            f"memory: peak RSS of the server (process tree){processes}",
             "MB",
             s["ours"]["peak_rss_mb"],
             s["mlflow"]["peak_rss_mb"],

@@ -200,8 +200,12 @@ def main() -> int:
     )
     p.add_argument("--load-threshold", type=float, default=1.5, help="1-minute load average to wait for")
     p.add_argument(
-        "--mlflow-workers", type=int, default=1, help="uvicorn workers of mlflow models serve (its default: 1)"
+        "--workers",
+        type=int,
+        default=1,
+        help="processes of each server: steps.serve --workers, mlflow models serve -w (both default to 1)",
     )
+    p.add_argument("--mlflow-workers", type=int, help="mlflow models serve -w, when it should differ from --workers")
     p.add_argument(
         "--profile",
         action=argparse.BooleanOptionalAction,
@@ -266,7 +270,14 @@ def main() -> int:
         )
     if "serve" in phases:
         res["serve"] = servers.serving(
-            runner, root, MODEL_URI, mode["requests"], mode["serve_repeats"], tracking_uri, a.mlflow_workers
+            runner,
+            root,
+            MODEL_URI,
+            mode["requests"],
+            mode["serve_repeats"],
+            tracking_uri,
+            a.mlflow_workers or a.workers,
+            a.workers,
         )
 
     if "scaling" in phases:

@@ -199,9 +199,17 @@ def mlflow_target(port: int) -> loadgen.Target:
 
 
 def serving(
-    runner: Runner, root: Path, model_uri: str, requests: int, repeats: int, tracking_uri: str, mlflow_workers: int
+    runner: Runner,
+    root: Path,
+    model_uri: str,
+    requests: int,
+    repeats: int,
+    tracking_uri: str,
+    mlflow_workers: int,
+    ours_workers: int = 1,
 ) -> dict:
-    """The serving phase over 64 test words of the data under `root` (dataset/ and words/)."""
+    """The serving phase over 64 test words of the data under `root` (dataset/ and words/), each server with
+    its number of processes (both default to 1)."""
     images = word_pngs(root, "test", 64)
     out = {
         "images": len(images),
@@ -210,17 +218,20 @@ def serving(
             "ours": 'POST /predict {"image": "<base64 png>"}',
             "mlflow": 'POST /invocations {"dataframe_split": {"columns": ["image"], "data": [["<base64 png>"]]}}',
         },
+        "workers": {"ours": ours_workers, "mlflow": mlflow_workers},
     }
-    servers = make_servers(model_uri, mlflow_workers)
+    servers = make_servers(model_uri, mlflow_workers, ours_workers)
     out.update(serve_benchmark(runner, servers, images, requests, repeats, tracking_uri))
     return out
 
 
-def make_servers(model_uri: str, mlflow_workers: int) -> list[Server]:
-    """`python -m steps.serve` and `mlflow models serve` of `model_uri`, each on a free loopback port."""
+def make_servers(model_uri: str, mlflow_workers: int, ours_workers: int = 1) -> list[Server]:
+    """`python -m steps.serve --workers ours_workers` and `mlflow models serve -w mlflow_workers` of `model_uri`,
+    each on a free loopback port."""
     ours_port, mlflow_port = free_port(), free_port()
     mlflow_bin = str(Path(sys.executable).parent / "mlflow")
-    ours = [sys.executable, "-m", "steps.serve", "--model-uri", model_uri, "--host", "127.0.0.1", "--port"]
+    ours = [sys.executable, "-m", "steps.serve", "--model-uri", model_uri, "--workers", str(ours_workers)]
+    ours += ["--host", "127.0.0.1", "--port"]
     theirs = [mlflow_bin, "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1"]
     return [
         Server("ours", ours + [str(ours_port)], "/health", our_target(ours_port)),

@@ -47,9 +47,11 @@ import logging
 import os
 import signal
 import socket
+import sys
 
 import click
 
+from steps.serving.workers import WorkerFailed
 from steps.workflow import cli, config, runs
 
 # oneDNN's own CPU allocator pools what it frees and never returns it: one 36-megapixel decode left the server
@@ -60,6 +62,7 @@ from steps.workflow import cli, config, runs
 # TensorFlow is imported; a user's own setting wins.
 os.environ.setdefault("TF_ONEDNN_USE_SYSTEM_ALLOCATOR", "1")
 D = config.defaults("serve")
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
 class PortInUse(OSError):
@@ -95,6 +98,13 @@ def _stop(signum, frame) -> None:
     help="worker threads (requests handled concurrently)",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=D["workers"],
+    show_default=True,
+    help="server processes sharing the port, each with its own copy of the model, threads and limits",
+)
+@click.option(
     "--max-batch", type=click.IntRange(1), default=D["max_batch"], show_default=True, help="most images per model call"
 )
 @click.option(
@@ -110,13 +120,63 @@ def _stop(signum, frame) -> None:
     show_default=True,
     help="seconds between checks of the alias a models:/Name@alias URI names (other URIs pin their model)",
 )
-@cli.user_errors(LookupError, PortInUse, ValueError)
+@cli.user_errors(LookupError, PortInUse, ValueError, WorkerFailed)
 @runs.side_step("serve", record=True)  # its run goes to "<experiment>-serving", not the training experiment
 def main(
-    model_uri: str, level: str, host: str, port: int, threads: int, max_batch: int, lexicon: str, follow_interval: float
+    model_uri: str,
+    level: str,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    max_batch: int,
+    lexicon: str,
+    follow_interval: float,
 ) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     check_port(host, port)
+    options = dict(
+        model_uri=model_uri or config.champion_uri(level),
+        host=host,
+        port=port,
+        threads=threads,
+        max_batch=max_batch,
+        lexicon=lexicon,
+        follow_interval=follow_interval,
+    )
+    # A stop is the normal end of a server: Ctrl-C or SIGTERM ends its run as FINISHED (runs.side_step).
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if workers == 1:
+            run_server(**options)
+        else:
+            from steps.inference import loading
+            from steps.serving import workers as pool
+            from steps.serving.limits import Limits
+
+            loading.locate(options["model_uri"])  # a typo is one line now, not one per worker after their start-up
+
+            sock = pool.listening_socket(host, port, Limits().backlog)
+            runs.log(f"{workers} worker processes will serve {host}:{port}, each loading {options['model_uri']}")
+            pool.supervise(workers, _worker, (os.getpid(), sock, options))
+    except KeyboardInterrupt:
+        runs.log("stopped")
+
+
+def run_server(
+    model_uri: str,
+    host: str,
+    port: int,
+    threads: int,
+    max_batch: int,
+    lexicon: str,
+    follow_interval: float,
+    sock: socket.socket | None = None,
+    ready=lambda: None,
+    say=runs.log,
+) -> None:
+    """Load, warm up and serve `model_uri` until interrupted (KeyboardInterrupt), on `sock` if given (a worker
+    of several) else on a socket of its own; `ready()` is called once requests are answered."""
     from steps.inference import ctc, loading
     from steps.serving import follow
     from steps.serving.app import create_app, describe
@@ -124,8 +184,6 @@ def main(
     from steps.serving.server import serve, warm_up
 
     words = ctc.Lexicon.load(lexicon) if lexicon else None
-
-    model_uri = model_uri or config.champion_uri(level)
     followed = follow.alias_of(model_uri)
     limits = Limits()
 
@@ -138,13 +196,13 @@ def main(
         info["lexicon"] = f"{lexicon} ({len(words)} words)" if words else None
         return create_app(model, info, max_batch, limits, lexicon=words), info
 
-    runs.log(f"loading {model_uri}")
+    say(f"loading {model_uri}")
     first, info = build(model_uri, None)
-    runs.log("serving " + json.dumps(info))
+    say("serving " + json.dumps(info))
     app = follow.Switch(first)
     follower = None
     if followed:
-        runs.log(f"following @{followed[1]}: checking the registry every {follow_interval:g} s")
+        say(f"following @{followed[1]}: checking the registry every {follow_interval:g} s")
         follower = follow.Follower(
             app,
             *followed,
@@ -153,17 +211,31 @@ def main(
             lambda version: build(f"models:/{followed[0]}/{version}", followed[1])[0],
         ).start()
     else:
-        runs.log(f"{model_uri} pins its model: this server does not follow an alias")
-    # A stop is the normal end of a server: Ctrl-C or SIGTERM ends its run as FINISHED (runs.side_step).
-    signal.signal(signal.SIGTERM, _stop)
+        say(f"{model_uri} pins its model: this server does not follow an alias")
     try:
-        serve(app, host, port, threads, limits)
-    except KeyboardInterrupt:
-        runs.log("stopped")
+        ready()
+        serve(app, host, port, threads, limits, sock)
     finally:
         if follower:
             follower.stop()
         app.close()
+
+
+def _worker(index: int, ready, parent: int, sock: socket.socket, options: dict) -> None:
+    """One process of `serve --workers N` (steps.serving.workers.supervise starts it): the whole server, on the
+    shared socket, its log lines marked with its index."""
+    from steps.serving import workers as pool
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT.replace("%(message)s", f"[worker {index}] %(message)s"))
+    signal.signal(signal.SIGTERM, _stop)
+    pool.follow_parent(parent)
+    try:
+        run_server(**options, sock=sock, ready=ready.set, say=logging.getLogger("hwr.serve").info)
+    except KeyboardInterrupt:
+        pass
+    except (LookupError, ValueError) as e:  # the supervisor reports the exit; this says why
+        print(f"Error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import time
 
 from waitress.channel import HTTPChannel
@@ -135,8 +136,9 @@ class Server(TcpWSGIServer):
                 log.info("closed a connection whose request took over %s s to arrive", self.limits.receive_seconds)
 
 
-def make_server(app, host: str, port: int, threads: int, limits: Limits) -> Server:
-    """A bound waitress server for `app` (not running yet: call .run(), and .close() from elsewhere)."""
+def make_server(app, host: str, port: int, threads: int, limits: Limits, sock: socket.socket | None = None) -> Server:
+    """A bound waitress server for `app` (not running yet: call .run(), and .close() from elsewhere), on `sock`
+    when given (bound and listening already: the socket every worker of `serve --workers N` shares)."""
     from waitress.adjustments import Adjustments
     from waitress.task import ThreadedTaskDispatcher
 
@@ -155,15 +157,19 @@ def make_server(app, host: str, port: int, threads: int, limits: Limits) -> Serv
     )
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(threads)
-    server = Server(app, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+    if sock is None:
+        server = Server(app, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+    else:
+        sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
+        server = Server(app, map={}, _sock=sock, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo, bind_socket=False)
     server.limits, server.connection_limit = limits, limits.connection_limit(threads)
     return server
 
 
-def serve(app, host: str, port: int, threads: int, limits: Limits) -> None:
-    """Run `app` until interrupted."""
+def serve(app, host: str, port: int, threads: int, limits: Limits, sock: socket.socket | None = None) -> None:
+    """Run `app` until interrupted (on `sock` if given: see make_server)."""
     memory.fix_mmap_threshold()
-    server = make_server(app, host, port, threads, limits)
+    server = make_server(app, host, port, threads, limits, sock)
     try:
         server.run()
     finally:
