@@ -4,12 +4,15 @@ Run:
     mlflow run . -e serve --env-manager local -P model_uri="models:/HandwritingRecognitionModel/1"
     python -m steps.serve --model-uri "models:/HandwritingRecognitionModel@champion" --port 5000
     mlflow run . -e serve --env-manager local -P level=lines     # the line model's champion
+    mlflow run . -e serve --env-manager local -P workers=2       # two server processes on one port
 
 Inputs: `model_uri` ('' = models:/<registered model>@champion, of `level`: words, or lines for
 models:/<registered model>-lines@champion; or models:/Name/<version>,
 runs:/<run_id>/handwriting_recognition_model, any URI steps.inference.loading accepts), `host` (127.0.0.1:
-loopback only unless asked), `port`, `threads` (waitress worker threads = requests handled at once) and
-`max_batch` (most images per model call), `follow_interval` (seconds between checks of the alias).
+loopback only unless asked), `port`, `threads` (waitress worker threads = requests handled at once),
+`workers` (server processes sharing the port, each with its own model copy, threads and limits: one process
+answers what one interpreter lock allows; steps/serving/workers.py), `max_batch` (most images per model
+call), `follow_interval` (seconds between checks of the alias).
 
 A server started on models:/Name@alias (the default @champion) follows it: every `follow_interval` seconds
 it asks the registry which version the alias names and, when that changed, loads the new version and

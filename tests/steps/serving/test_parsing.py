@@ -31,7 +31,12 @@ def test_every_form_decodes_to_the_same_bytes(text):
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("", "image is empty"), (" \n", "image is empty"), ("not base64!", "not valid base64"), ("QUJ", "not valid base64")],
+    [
+        ("", "image is empty"),
+        (" \n", "image is empty"),
+        ("not base64!", "not valid base64"),
+        ("QUJ", "not valid base64"),
+    ],
 )
 def test_what_is_not_base64_is_a_400_naming_the_field(text, words):
     with pytest.raises(ClientError) as e:
