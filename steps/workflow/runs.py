@@ -141,6 +141,7 @@ def step_tempdir(step: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+TAG_LAUNCH = "hwr.launch"  # on the run `mlflow run -e serve|infer` made: which side step it launched
 SERVING_SUFFIX = "-serving"  # serve's runs live in "<experiment>-serving", beside the training experiment
 
 
@@ -148,7 +149,8 @@ def side_step(step: str, record: bool) -> Callable:
     """Decorate the command of a step that uses models rather than makes them (serve, infer).
 
     It keeps the training experiment for training: the run `mlflow run` made there for this entry point
-    would hold nothing, so it is ended and deleted at once. With `record` (serve) the step gets a run of its
+    holds nothing, so it is ended at once, named "<step>-launch", and deleted by a later side step once this
+    one's process is gone (see _leave_project_run for why not at once). With `record` (serve) the step gets a run of its
     own in "<experiment>-serving" (parameters, pid, host), FINISHED on a normal stop (Ctrl-C, SIGTERM,
     return), FAILED on an error; without it (infer) no run at all. Either way the step works in one temporary
     directory of its own (MLflow's model copies included), removed at the end.
@@ -175,7 +177,7 @@ def side_step(step: str, record: bool) -> Callable:
 
 
 def _side_run(step: str, record: bool, command: Callable, kwargs: dict) -> object:
-    experiment_id = _leave_project_run()
+    experiment_id = _leave_project_run(step)
     if not record:
         return command(**kwargs)
     client = MlflowClient()
@@ -206,16 +208,44 @@ def _side_run(step: str, record: bool, command: Callable, kwargs: dict) -> objec
         mlflow.end_run(status)
 
 
-def _leave_project_run() -> str:
-    """End and delete the run `mlflow run` made for this process, if any; returns the experiment it was in."""
+def _leave_project_run(step: str) -> str:
+    """End the run `mlflow run` made for this process, if any, and label it as a launch of `step`; delete the
+    launch runs of earlier side steps whose process is gone. Returns the experiment the run was in.
+
+    The run holds nothing (serve records in its own experiment, infer nowhere), so it would best be deleted
+    at once, but `mlflow run` (3.17) ends the run it made once more when the step exits, even one that is
+    already ended (it compares the status string with status numbers), and fails with a traceback and exit
+    code 1 on a deleted one. So it stays, ended, until the next side step finds its process gone.
+    """
     run_id = os.environ.pop("MLFLOW_RUN_ID", "")
     if not run_id:
         return current_experiment_id()
     client = MlflowClient()
     experiment_id = client.get_run(run_id).info.experiment_id
-    client.set_terminated(run_id, "FINISHED")  # first: `mlflow run` then leaves the deleted run alone
-    client.delete_run(run_id)
+    launch = f"{step}-launch"
+    for key, value in {
+        TAG_LAUNCH: step,
+        config.TAG_PID: str(os.getpid()),
+        config.TAG_HOST: socket.gethostname(),
+        "mlflow.runName": launch,
+    }.items():
+        client.set_tag(run_id, key, value)
+    client.set_terminated(run_id, "FINISHED")
+    delete_finished_launches(experiment_id, client, keep=run_id)
     return experiment_id
+
+
+def delete_finished_launches(experiment_id: str, client: MlflowClient, keep: str = "") -> list[str]:
+    """Delete the launch runs (see _leave_project_run) of the experiment whose step process on this host is
+    gone; returns their ids. One whose process still runs (a server) is left for `mlflow run` to end."""
+    host, deleted = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], f"tags.`{TAG_LAUNCH}` != ''", max_results=1000):
+        tags, run_id = run.data.tags, run.info.run_id
+        pid = tags.get(config.TAG_PID, "")
+        if run_id != keep and tags.get(config.TAG_HOST) == host and pid.isdigit() and not process_alive(int(pid)):
+            client.delete_run(run_id)
+            deleted.append(run_id)
+    return deleted
 
 
 def _serving_experiment(client: MlflowClient, experiment_id: str) -> str:

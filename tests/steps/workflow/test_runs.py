@@ -94,8 +94,10 @@ def test_serve_runs_go_to_their_own_experiment_and_end_finished(mlflow_store, mo
     main, seen = _command(record=True)
     assert CliRunner().invoke(main, ["--port", "5001"], catch_exceptions=False).exit_code == 0
 
-    assert mlflow_store.search_runs([experiment_id]) == []  # the training experiment holds nothing of it
-    assert mlflow_store.get_run(placeholder).info.lifecycle_stage == "deleted"
+    # the training experiment holds only the launch run, ended and labelled (see test_launch_runs_...)
+    (launch,) = mlflow_store.search_runs([experiment_id])
+    assert launch.info.run_id == placeholder and launch.info.status == "FINISHED"
+    assert launch.data.tags[runs.TAG_LAUNCH] == "serve" and launch.data.tags["mlflow.runName"] == "serve-launch"
     serving = mlflow_store.get_experiment_by_name("test-serving")
     (run,) = mlflow_store.search_runs([serving.experiment_id])
     assert run.info.status == "FINISHED" and run.data.params == {"port": "5001"}
@@ -116,8 +118,41 @@ def test_a_failing_server_run_ends_failed_and_infer_makes_no_run(mlflow_store, m
     placeholder = _placeholder(mlflow_store, experiment_id, monkeypatch)
     infer, _ = _command(record=False)
     assert CliRunner().invoke(infer, [], catch_exceptions=False).exit_code == 0
-    assert mlflow_store.search_runs([experiment_id]) == []
-    assert mlflow_store.get_run(placeholder).info.status == "FINISHED"  # so `mlflow run` leaves it alone
+    assert [r.info.run_id for r in mlflow_store.search_runs([experiment_id])] == [placeholder]
+    assert mlflow_store.get_run(placeholder).info.status == "FINISHED"
+
+
+def test_launch_runs_are_deleted_once_their_process_is_gone(mlflow_store, monkeypatch):
+    """`mlflow run` ends the run it made again when the step exits (and fails on a deleted one): so a launch
+    run stays until a later side step finds its process gone; a live one (a server still serving) stays."""
+    from click.testing import CliRunner
+
+    experiment_id = os.environ["MLFLOW_EXPERIMENT_ID"]
+    launches = {}
+    for name, pid in (("gone", _dead_pid()), ("serving", os.getpid())):
+        launches[name] = _placeholder(mlflow_store, experiment_id, monkeypatch)
+        monkeypatch.delenv("MLFLOW_RUN_ID")
+        mlflow_store.set_tag(launches[name], runs.TAG_LAUNCH, "serve")
+        mlflow_store.set_tag(launches[name], config.TAG_PID, str(pid))
+        mlflow_store.set_tag(launches[name], config.TAG_HOST, socket.gethostname())
+        mlflow_store.set_terminated(launches[name], "FINISHED")
+    elsewhere = _placeholder(mlflow_store, experiment_id, monkeypatch)  # another host's: its pid means nothing here
+    monkeypatch.delenv("MLFLOW_RUN_ID")
+    mlflow_store.set_tag(elsewhere, runs.TAG_LAUNCH, "infer")
+    mlflow_store.set_tag(elsewhere, config.TAG_PID, str(_dead_pid()))
+    mlflow_store.set_tag(elsewhere, config.TAG_HOST, "another-host")
+    unlabelled = _placeholder(mlflow_store, experiment_id, monkeypatch)  # a run of some other kind
+    monkeypatch.delenv("MLFLOW_RUN_ID")
+
+    current = _placeholder(mlflow_store, experiment_id, monkeypatch)
+    infer, _ = _command(record=False)
+    assert CliRunner().invoke(infer, [], catch_exceptions=False).exit_code == 0
+    stage = {run_id: mlflow_store.get_run(run_id).info.lifecycle_stage for run_id in (*launches.values(), elsewhere)}
+    assert stage == {launches["gone"]: "deleted", launches["serving"]: "active", elsewhere: "active"}
+    assert mlflow_store.get_run(unlabelled).info.lifecycle_stage == "active"
+    run = mlflow_store.get_run(current)
+    assert run.info.status == "FINISHED" and run.info.lifecycle_stage == "active"  # `mlflow run` may end it again
+    mlflow_store.set_terminated(current, "FINISHED")  # what `mlflow run` does when the step exits: no error
 
 
 def test_step_tempdir_sweeps_only_its_own_orphans(tmp_path, monkeypatch):
