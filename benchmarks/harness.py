@@ -131,6 +131,17 @@ def tree_cpu(proc: psutil.Process) -> float:
     return total
 
 
+def tree_rss(proc: psutil.Process) -> int:
+    """Resident bytes of a live process and its live descendants (a server's workers)."""
+    total = 0
+    for q in [proc] + proc.children(recursive=True):
+        try:
+            total += q.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
 class Monitor:
     """While active: peak RSS of process trees (sum over each tree's processes), this benchmark's CPU, the others'.
 

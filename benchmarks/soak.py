@@ -2,7 +2,7 @@
 not a test: it prints figures).
 
     python benchmarks/soak.py --tracking-uri sqlite:///benchmarks/work/mlflow.db --images <dir of word PNGs>
-        [--model-uri models:/HandwritingRecognitionModel/1] [--requests 10000] [--concurrency 32]
+        [--model-uri models:/HandwritingRecognitionModel/1] [--requests 10000] [--concurrency 32] [--workers 1]
 
 1. warm-up, then the server's warm RSS;
 2. an all-good run (`--good-requests` word images at the same concurrency): its p95;
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import loadgen
 import psutil
-from harness import REPO, Monitor, log
+from harness import REPO, Monitor, log, tree_rss
 from servers import free_port, stop, wait_http
 
 MiB = 1024 * 1024
@@ -197,12 +197,14 @@ def main() -> None:
     p.add_argument("--good-requests", type=int, default=3_000, help="requests of the all-good run")
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--hostile-every", type=int, default=5, help="every n-th request is hostile (5: 20%%)")
+    p.add_argument("--workers", type=int, default=1, help="server processes (serve --workers); RSS is their sum")
     a = p.parse_args()
     good = [f.read_bytes() for f in sorted(a.images.rglob("*.png"))[:64]]
     if not good:
         raise SystemExit(f"no PNG files under {a.images}")
     port = free_port()
     command = [sys.executable, "-m", "steps.serve", "--model-uri", a.model_uri, "--port", str(port)]
+    command += ["--workers", str(a.workers)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": a.tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "2"}
     logfile = Path(os.environ.get("TMPDIR", "/tmp")) / f"soak-serve-{port}.log"
     log(f"soak: starting {' '.join(command)} (log: {logfile})")
@@ -214,7 +216,7 @@ def main() -> None:
         server = psutil.Process(proc.pid)
         hostile = hostile_requests()
         run(port, good, {}, 500, a.concurrency, 0)  # warm-up: kernels, connections, batch sizes
-        out["rss_warm_mb"] = round(server.memory_info().rss / MiB)
+        out["rss_warm_mb"] = round(tree_rss(server) / MiB)
         with Monitor() as mon:
             mon.attach(server, "server")
             log(f"soak: all-good run, {a.good_requests} requests at concurrency {a.concurrency}")
@@ -223,7 +225,7 @@ def main() -> None:
             out["soak"] = run(port, good, hostile, a.requests, a.concurrency, a.hostile_every)
             out["rss_peak_mb"] = round(mon.peak["server"] / MiB)
         time.sleep(2)
-        out["rss_end_mb"] = round(server.memory_info().rss / MiB)
+        out["rss_end_mb"] = round(tree_rss(server) / MiB)
         out["load_1min_end"] = round(os.getloadavg()[0], 2)
     finally:
         stop(proc)

@@ -153,13 +153,12 @@ def main(
         if workers == 1:
             run_server(**options)
         else:
+            # The supervisor imports no TensorFlow (the memory is the workers'): loading.locate needs MLflow only.
             from steps.inference import loading
             from steps.serving import workers as pool
-            from steps.serving.limits import Limits
 
             loading.locate(options["model_uri"])  # a typo is one line now, not one per worker after their start-up
-
-            sock = pool.listening_socket(host, port, Limits().backlog)
+            sock = pool.listening_socket(host, port)
             runs.log(f"{workers} worker processes will serve {host}:{port}, each loading {options['model_uri']}")
             pool.supervise(workers, _worker, (os.getpid(), sock, options))
     except KeyboardInterrupt:

@@ -6,9 +6,12 @@ couple of seconds instead of after TensorFlow has been imported.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import mlflow
 
-from steps.inference.recognizer import HandwritingModel
+if TYPE_CHECKING:  # imported where a model is loaded: it imports TensorFlow, which `locate` does not need
+    from steps.inference.recognizer import HandwritingModel
 
 
 class ModelLoadError(LookupError):
@@ -31,6 +34,7 @@ def locate(model_uri: str) -> None:
 def load(model_uri: str) -> HandwritingModel:
     """models:/Name@alias, models:/Name/<version>, runs:/<run>/<name>, models:/m-<id> or a path -> HandwritingModel."""
     from steps.inference.charset import CharsetError
+    from steps.inference.recognizer import HandwritingModel
 
     store = _store()
     locate(model_uri)

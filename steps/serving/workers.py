@@ -31,9 +31,10 @@ class WorkerFailed(RuntimeError):
     """A worker exited before it ever served: the same would happen to any other (a model that cannot load)."""
 
 
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """The one socket every worker accepts on, bound and listening before any worker starts."""
-    sock = socket.create_server((host, port), backlog=backlog)
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The one socket every worker accepts on, bound and listening before any worker starts (each worker's
+    server sets its backlog, limits.backlog, when it starts accepting)."""
+    sock = socket.create_server((host, port))
     sock.setblocking(False)  # every worker waits for connections in select(); the one that accepts first has it
     return sock
 
