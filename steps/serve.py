@@ -147,8 +147,6 @@ def main(
         lexicon=lexicon,
         follow_interval=follow_interval,
     )
-    # A stop is the normal end of a server: Ctrl-C or SIGTERM ends its run as FINISHED (runs.side_step).
-    signal.signal(signal.SIGTERM, _stop)
     try:
         if workers == 1:
             run_server(**options)
@@ -160,6 +158,7 @@ def main(
             loading.locate(options["model_uri"])  # a typo is one line now, not one per worker after their start-up
             sock = pool.listening_socket(host, port)
             runs.log(f"{workers} worker processes will serve {host}:{port}, each loading {options['model_uri']}")
+            signal.signal(signal.SIGTERM, _stop)  # from now on a stop is the normal end (see run_server)
             pool.supervise(workers, _worker, (os.getpid(), sock, options))
     except KeyboardInterrupt:
         runs.log("stopped")
@@ -214,6 +213,9 @@ def run_server(
         ).start()
     else:
         say(f"{model_uri} pins its model: this server does not follow an alias")
+    # A stop is the normal end of a server: Ctrl-C or SIGTERM ends its run as FINISHED (runs.side_step); a
+    # SIGTERM before this point, while loading, ends it KILLED.
+    signal.signal(signal.SIGTERM, _stop)
     try:
         ready()
         serve(app, host, port, threads, limits, sock)
