@@ -141,3 +141,25 @@ def test_a_model_no_worker_can_load_is_an_error_not_a_restart_loop(tiny, tmp_pat
         assert serving_run(tiny, proc.pid).info.status == "FAILED"
     finally:
         stop(proc, group=True)
+
+
+def test_a_stop_while_loading_ends_the_run_killed_and_one_while_serving_finished(tiny, tmp_path):
+    """One process stopped before it serves did not do its job (KILLED, exit 130); stopped while serving, it did
+    (FINISHED, exit 0). (A supervisor's stop is FINISHED: the first test.)"""
+    log = tmp_path / "loading.log"
+    proc, _ = start(tiny, log, "--model-uri", tiny.champion_uri)
+    try:
+        until(lambda: "loading models:/" in log.read_text(), 300, "the server loading its model")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130, log.read_text()[-2000:]
+        assert serving_run(tiny, proc.pid).info.status == "KILLED"
+    finally:
+        stop(proc, group=True)
+    log = tmp_path / "serving.log"
+    proc, url = start(tiny, log, "--model-uri", tiny.champion_uri)
+    try:
+        wait_healthy(url, proc, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0 and serving_run(tiny, proc.pid).info.status == "FINISHED"
+    finally:
+        stop(proc, group=True)
