@@ -11,6 +11,13 @@ a marked function. Two things then differ from Keras, and both are undone:
   `convert` sets it to 0, which means no clip;
 - a fused LSTM keeps its last state between calls: the reader resets it before each image.
 `check` compares the result with the Keras model on real canvases; export ships it only if they agree.
+
+With int8 weights the LSTMs are written out step by step instead (`stepped_lstm`): the input's share of every
+gate for all steps is one matrix product, then each step one product with the recurrent kernel, all of them
+XNNPACK's int8 kernels. The fused kernel computes its int8 products with older SSE code, and the LSTMs were
+half of the network's time: stepped, the default network reads a word in 0.51 against 0.80 ms (README,
+"Performance"). In float, the fused kernel stays faster (1.67 against 2.08 ms), so float networks keep it.
+A stepped network keeps no state between calls and takes any batch size.
 """
 
 from __future__ import annotations
@@ -63,6 +70,24 @@ def lstm_function(go_backwards: bool):
     return tf.function(standard_lstm, autograph=False, experimental_attributes=attributes)
 
 
+def stepped_lstm(
+    inputs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor, go_backwards: bool
+):
+    """One LSTM direction from a zero state, written out step by step: inputs [B, T, F] -> outputs [B, T, units]
+    in time order (a backward direction's too, as Bidirectional returns them). Keras' gate order (i, f, c, o)."""
+    gates = tf.unstack(tf.matmul(inputs, kernel) + bias, axis=1)  # every step's input share in one product
+    h = c = None
+    outputs = []
+    for z in gates[::-1] if go_backwards else gates:
+        if h is not None:
+            z = z + tf.matmul(h, recurrent_kernel)
+        i, f, g, o = tf.split(z, 4, axis=1)
+        c = tf.sigmoid(i) * tf.tanh(g) if c is None else tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        outputs.append(h)
+    return tf.stack(outputs[::-1] if go_backwards else outputs, axis=1)
+
+
 def _numbered(model: keras.Model, prefix: str) -> list[keras.layers.Layer]:
     layers = [layer for layer in model.layers if re.fullmatch(rf"{prefix}\d+", layer.name)]
     return sorted(layers, key=lambda layer: int(layer.name[len(prefix) :]))
@@ -72,9 +97,10 @@ def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return _numbered(model, "bilstm")
 
 
-def network_function(model: keras.Model) -> tf.types.experimental.ConcreteFunction:
+def network_function(model: keras.Model, stepped: bool = False) -> tf.types.experimental.ConcreteFunction:
     """uint8 canvas [1, H, W, 1] -> logits [1, T, C]: the recogniser that model.build made, in plain TF ops
-    over its weights as constants (batch normalisation folded into the convolutions)."""
+    over its weights as constants (batch normalisation folded into the convolutions). Its LSTMs are marked for
+    the converter's fused kernel, or with `stepped` written out by stepped_lstm (then canvases [B, H, W, 1])."""
     if modelib.is_windowed(model):
         raise LiteUnsupported("a windowed model reads each line at its own width; Lite models have one shape")
     _, height, width, _ = model.input_shape
@@ -108,26 +134,30 @@ def network_function(model: keras.Model) -> tf.types.experimental.ConcreteFuncti
             raise LiteUnsupported(f"{bilstm.name} is not a BiLSTM as model.build makes them")
         recurrent.append(
             [
-                (lstm_function(layer.go_backwards), layer.cell.units)
+                (layer.go_backwards, layer.cell.units)
                 + tuple(const(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
                 for layer in (bilstm.forward_layer, bilstm.backward_layer)
             ]
         )
 
-    @tf.function(input_signature=[tf.TensorSpec([1, height, width, 1], tf.uint8)])
+    def direction(x, go_backwards, units, kernel, recurrent_kernel, bias):
+        """One LSTM direction's outputs [B, T, units], in time order."""
+        if stepped:
+            return stepped_lstm(x, kernel, recurrent_kernel, bias, go_backwards)
+        zeros = tf.zeros([1, units])
+        outputs = lstm_function(go_backwards)(x, zeros, zeros, kernel, recurrent_kernel, bias)[1]
+        return tf.reverse(outputs, [1]) if go_backwards else outputs  # back in time order, as Bidirectional
+
+    @tf.function(input_signature=[tf.TensorSpec([None if stepped else 1, height, width, 1], tf.uint8)])
     def network(canvas):
         x = tf.transpose(imaging.to_model_input(canvas), [0, 2, 1, 3])  # columns first, as the model's Permute
         for kernel, bias, pool in blocks:
             x = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME") + bias)
             x = tf.nn.max_pool2d(x, pool, pool, "VALID")
-        x = tf.reduce_max(x, axis=2) if column_pool else tf.reshape(x, [1, x.shape[1], -1])
+        x = tf.reduce_max(x, axis=2) if column_pool else tf.reshape(x, [-1, x.shape[1], x.shape[2] * x.shape[3]])
         x = projected = tf.nn.relu(tf.matmul(x, dense_kernel) + dense_bias)
         for directions in recurrent:
-            outputs = []
-            for function, units, kernel, recurrent_kernel, bias in directions:
-                zeros = tf.zeros([1, units])
-                outputs.append(function(x, zeros, zeros, kernel, recurrent_kernel, bias)[1])
-            x = tf.concat([outputs[0], tf.reverse(outputs[1], [1])], axis=-1)  # back in time order, as Bidirectional
+            x = tf.concat([direction(x, *d) for d in directions], axis=-1)
         x = tf.concat([x, projected], axis=-1)
         return tf.matmul(x, out_kernel) + out_bias
 
@@ -149,11 +179,14 @@ def _unclip(blob: bytes) -> bytes:
 def convert(model: keras.Model, int8_weights: bool = False) -> bytes:
     """The recogniser (model.build's) -> a TensorFlow Lite flatbuffer: uint8 canvas [1, H, W, 1] -> logits.
 
-    With `int8_weights`, its weights are stored as int8 (see to_lite): faster, but its readings may differ, so
-    export checks them against the float network's before shipping it.
-    LiteUnsupported if the model is not one that network_function writes, or if the converter leaves an
-    LSTM unfused (the reader would then be slower than the SavedModel)."""
-    blob = to_lite(network_function(model), int8_weights)
+    With `int8_weights`, its weights are stored as int8 (see to_lite) and its LSTMs written out step by step
+    (the module docstring says why), so it reads canvases [B, H, W, 1]: faster, but its readings may differ,
+    so export checks them against the float network's before shipping it.
+    LiteUnsupported if the model is not one that network_function writes, or if the converter leaves a float
+    network's LSTM unfused (the reader would then be slower than the SavedModel)."""
+    blob = to_lite(network_function(model, stepped=int8_weights), int8_weights)
+    if int8_weights:
+        return blob
     with native_stderr_without():
         ops = {op["op_name"] for op in tf.lite.Interpreter(model_content=blob)._get_ops_details()}  # no public listing
     if "UNIDIRECTIONAL_SEQUENCE_LSTM" not in ops and recurrent_layers(model):
@@ -168,9 +201,9 @@ def to_lite(function: tf.types.experimental.ConcreteFunction, int8_weights: bool
     output channel, each call quantizing its activations on the fly, so the convolutions and matrix products
     run on int8 (XNNPACK's kernels); no calibration data is needed. The gain depends on the CPU's int8 dot
     products: the default network, one thread, took 0.81 against 1.67 ms per word on an AMD EPYC with AVX-512
-    VNNI, 1.89 against 2.08 ms on one with AVX2 only (README, "Performance"). Full int8 (activations
-    calibrated ahead) was slower (2.9 ms): the fused LSTM stays float, and the layers around it quantize and
-    dequantize.
+    VNNI with its LSTMs fused, 0.51 with them written out (convert does so for int8); 1.89 against 2.08 ms fused
+    on a CPU with AVX2 only (README, "Performance"). Full int8 (activations calibrated ahead) was slower
+    (2.9 ms): the fused LSTM stays float, and the layers around it quantize and dequantize.
     """
     module = tf.Module()
     module.function = function

@@ -65,12 +65,36 @@ def test_the_lite_network_reads_as_the_keras_model(name):
     assert lite.check(blob, net, images) < lite.MAX_LOGIT_DIFFERENCE
 
 
-def test_the_lstms_are_fused_not_looped():
-    ops = {
-        op["op_name"]
-        for op in tf.lite.Interpreter(model_content=lite.convert(network(CONFIGS["two BiLSTMs"])))._get_ops_details()
-    }
-    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in ops and "WHILE" not in ops
+@pytest.mark.parametrize("name", CONFIGS)
+def test_lstms_written_out_step_by_step_read_as_the_keras_model(name):
+    """What int8 networks are made of, checked in float, where it must be exact to rounding."""
+    net = network(CONFIGS[name])
+    reader = LiteNetwork(lite.to_lite(lite.network_function(net, stepped=True)))
+    images = canvases(6)
+    np.testing.assert_allclose(reader.logits(images), keras_logits(net, images), atol=1e-4)
+    assert reader.batched
+
+
+def ops(blob: bytes) -> set[str]:
+    return {op["op_name"] for op in tf.lite.Interpreter(model_content=blob)._get_ops_details()}
+
+
+def test_float_lstms_are_fused_and_int8_ones_written_out_without_a_loop():
+    net = network(CONFIGS["two BiLSTMs"])
+    fused, stepped = ops(lite.convert(net)), ops(lite.convert(net, int8_weights=True))
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in fused and "WHILE" not in fused
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" not in stepped and "WHILE" not in stepped
+    assert "FULLY_CONNECTED" in stepped  # the steps' matrix products, XNNPACK's int8 kernels
+
+
+def test_an_int8_network_reads_a_batch_as_it_reads_each_image_alone():
+    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"]), int8_weights=True))
+    images = canvases(7)
+    alone = np.concatenate([reader.logits(image[np.newaxis]) for image in images])
+    np.testing.assert_allclose(reader.logits(images), alone, atol=1e-5)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("steps.inference.lite.MAX_CALL", 3)  # 7 images read as 3 + 3 + 1
+        np.testing.assert_allclose(reader.logits(images), alone, atol=1e-5)
 
 
 def one_cell_lstm() -> tf.types.experimental.ConcreteFunction:
@@ -116,8 +140,9 @@ def test_each_image_starts_from_a_fresh_lstm_state():
     np.testing.assert_array_equal(reader.logits(np.stack([a, b]))[1], reader.logits(b[np.newaxis])[0])
 
 
-def test_threads_each_read_with_their_own_interpreter():
-    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"])))
+@pytest.mark.parametrize("int8_weights", [False, True])
+def test_concurrent_calls_each_borrow_an_interpreter_of_the_pool(int8_weights):
+    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"]), int8_weights=int8_weights))
     images = canvases(8)
     expected = reader.logits(images)
     results: dict[int, np.ndarray] = {}
@@ -134,6 +159,18 @@ def test_threads_each_read_with_their_own_interpreter():
     assert len(results) == 4
     for got in results.values():
         np.testing.assert_array_equal(got, expected)
+    assert reader.pooled() <= 1 + 4  # the first (batch of 1) and at most one per call at once
+
+
+def test_threads_taking_turns_share_one_interpreter():
+    """A server's request threads call one at a time: the pool stays one interpreter, warm in the cache."""
+    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"])))
+    image = canvases(1)
+    for _ in range(6):
+        thread = threading.Thread(target=reader.logits, args=(image,))
+        thread.start()
+        thread.join(30)
+    assert reader.pooled() == 1
 
 
 def test_a_canvas_of_another_size_is_refused_with_the_sizes():
