@@ -72,7 +72,7 @@ def test_lstms_written_out_step_by_step_read_as_the_keras_model(name):
     reader = LiteNetwork(lite.to_lite(lite.network_function(net, stepped=True)))
     images = canvases(6)
     np.testing.assert_allclose(reader.logits(images), keras_logits(net, images), atol=1e-4)
-    assert reader.batched
+    assert reader.stateless
 
 
 def ops(blob: bytes) -> set[str]:
@@ -87,14 +87,17 @@ def test_float_lstms_are_fused_and_int8_ones_written_out_without_a_loop():
     assert "FULLY_CONNECTED" in stepped  # the steps' matrix products, XNNPACK's int8 kernels
 
 
-def test_an_int8_network_reads_a_batch_as_it_reads_each_image_alone():
-    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"]), int8_weights=True))
-    images = canvases(7)
-    alone = np.concatenate([reader.logits(image[np.newaxis]) for image in images])
-    np.testing.assert_allclose(reader.logits(images), alone, atol=1e-5)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("steps.inference.lite.MAX_CALL", 3)  # 7 images read as 3 + 3 + 1
-        np.testing.assert_allclose(reader.logits(images), alone, atol=1e-5)
+def test_a_written_out_network_takes_a_batch_and_reads_it_as_each_image_alone():
+    blob = lite.convert(network(CONFIGS["default shape"]), int8_weights=True)
+    images = canvases(5)
+    interpreter = tf.lite.Interpreter(model_content=blob)
+    source = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(source, list(images.shape), strict=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(source, images)
+    interpreter.invoke()
+    batch = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(batch, LiteNetwork(blob).logits(images), atol=1e-5)
 
 
 def one_cell_lstm() -> tf.types.experimental.ConcreteFunction:
@@ -134,8 +137,10 @@ def test_cell_states_beyond_ten_are_not_clipped():
         assert read(lite.to_lite(function))[0, -1, 0] == pytest.approx(np.tanh(-2.0), abs=1e-3)  # as converted
 
 
-def test_each_image_starts_from_a_fresh_lstm_state():
-    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"])))
+@pytest.mark.parametrize("int8_weights", [False, True])
+def test_each_image_starts_from_a_fresh_lstm_state(int8_weights):
+    reader = LiteNetwork(lite.convert(network(CONFIGS["default shape"]), int8_weights=int8_weights))
+    assert reader.stateless == int8_weights
     a, b = canvases(2)
     np.testing.assert_array_equal(reader.logits(np.stack([a, b]))[1], reader.logits(b[np.newaxis])[0])
 
@@ -159,7 +164,7 @@ def test_concurrent_calls_each_borrow_an_interpreter_of_the_pool(int8_weights):
     assert len(results) == 4
     for got in results.values():
         np.testing.assert_array_equal(got, expected)
-    assert reader.pooled() <= 1 + 4  # the first (batch of 1) and at most one per call at once
+    assert reader.pooled() <= 4  # at most one per call at once
 
 
 def test_threads_taking_turns_share_one_interpreter():
