@@ -8,7 +8,7 @@ default) has its LSTMs written out and keeps no state. It would take a batch, bu
 per image at 5 (0.45 against 0.51 ms), and each batch size would be an interpreter of its own (12-40 MB).
 
 Interpreters are pooled rather than kept per thread: a call borrows an idle one, the most recently used, and
-a new one is made only when all are busy. A server holds as many as it makes calls at once (one per core),
+a new one is made only when all are busy. A server holds as many as it makes calls at once (one),
 not one per request thread (a lone request is computed in its own thread), and they stay in the CPU's cache:
 ten threads taking turns with one interpreter each read 0.95 ms per word, with a pool 0.54 (one thread alone:
 0.51).

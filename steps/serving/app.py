@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import re
 import threading
 import time
@@ -124,12 +123,12 @@ def access_logged(wsgi_app):
     return logged
 
 
-def model_workers(model: HandwritingModel) -> int:
-    """How many model calls to make at once: one per core for a TensorFlow Lite network, whose calls each
-    compute on one core; one for a SavedModel network, whose every call already spreads over all cores."""
-    if model.engine != "tflite":
-        return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Model calls made at once. One: its calls release the interpreter lock while they compute, and a second
+# calling thread, though it could use another core, mostly adds hand-offs of the lock in a process whose
+# requests already contend for it. Served at concurrency 8 on 2 cores (README, "Performance", session 18),
+# one thread answered as many images/s or more (per round 0.93-1.15x, median 1.13x) at 1.6-1.9 against
+# 2.0-2.4 ms of CPU per image. More cores for the model are more processes: serve --workers.
+MODEL_THREADS = 1
 
 
 def create_app(
@@ -159,7 +158,7 @@ def create_app(
         max_batch,
         max_wait_ms,
         limits.max_queued_images,
-        model_workers(model),
+        MODEL_THREADS,
     )
     app.extensions["hwr.batcher"] = batcher
     heavy_lanes = threading.BoundedSemaphore(limits.heavy_lanes)

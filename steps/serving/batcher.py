@@ -1,8 +1,7 @@
 """Micro-batching: the images of concurrent requests go through one model call.
 
-Background threads (one, or one per core for a model whose calls each compute on one core) make the model
-calls; request threads submit images (encoded bytes, preprocessed inside the batched call, or ready
-canvases) and wait on futures. The queue is bounded: a submit that would overfill it raises QueueFull,
+Background threads (serve uses one: steps/serving/app.MODEL_THREADS) make the model calls; request threads
+submit images (encoded bytes, preprocessed inside the batched call, or ready canvases) and wait on futures. The queue is bounded: a submit that would overfill it raises QueueFull,
 which the app answers with 503 and Retry-After.
 """
 

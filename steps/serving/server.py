@@ -19,7 +19,7 @@ import time
 
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
-from waitress.task import ErrorTask
+from waitress.task import ErrorTask, WSGITask
 
 from steps.serving import memory
 from steps.serving.limits import Limits
@@ -53,9 +53,33 @@ class JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+class OneSendTask(WSGITask):
+    """waitress' WSGI task, sending a response's head with the first part of its body: one send and one TCP
+    segment for a JSON answer instead of two (two fewer thread switches per request in a busy server)."""
+
+    def write(self, data):
+        if self.wrote_header or not data or not self.complete or not self.has_body:
+            return super().write(data)
+        head = self.build_response_header()  # decides chunked_response and content_length
+        self.wrote_header = True
+        if self.chunked_response or self.content_length is None:
+            self.channel.write_soon(head)
+            return super().write(data)
+        body = data[: self.content_length]
+        self.content_bytes_written += len(body)
+        self.channel.write_soon(head + body)
+        if len(body) < len(data):
+            self.logger.warning(
+                "application-written content exceeded the number of bytes specified by Content-Length header "
+                f"({self.content_length})"
+            )
+            self.logged_write_excess = True
+
+
 class Channel(HTTPChannel):
     """A connection that remembers since when its current request has been arriving."""
 
+    task_class = OneSendTask
     error_task_class = JsonErrorTask
     arriving: object = None  # the request being received
     arriving_since = 0.0
