@@ -126,8 +126,8 @@ def access_logged(wsgi_app):
 # Model calls made at once. One: its calls release the interpreter lock while they compute, and a second
 # calling thread, though it could use another core, mostly adds hand-offs of the lock in a process whose
 # requests already contend for it. Served at concurrency 8 on 2 cores (README, "Performance", session 18),
-# one thread answered as many images/s or more (per round 0.93-1.15x, median 1.13x) at 1.6-1.9 against
-# 2.0-2.4 ms of CPU per image. More cores for the model are more processes: serve --workers.
+# one thread answered as many images/s (per round 0.93-1.15x against two, in two A/B runs) at 10-20% less
+# CPU per image. More cores for the model are more processes: serve --workers.
 MODEL_THREADS = 1
 
 

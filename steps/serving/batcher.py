@@ -1,8 +1,9 @@
 """Micro-batching: the images of concurrent requests go through one model call.
 
 Background threads (serve uses one: steps/serving/app.MODEL_THREADS) make the model calls; request threads
-submit images (encoded bytes, preprocessed inside the batched call, or ready canvases) and wait on futures. The queue is bounded: a submit that would overfill it raises QueueFull,
-which the app answers with 503 and Retry-After.
+submit images (encoded bytes, preprocessed inside the batched call, or ready canvases) and wait on futures.
+The queue is bounded: a submit that would overfill it raises QueueFull, which the app answers with 503 and
+Retry-After.
 """
 
 from __future__ import annotations

@@ -72,7 +72,7 @@ def lstm_function(go_backwards: bool):
 
 def stepped_lstm(
     inputs: tf.Tensor, kernel: tf.Tensor, recurrent_kernel: tf.Tensor, bias: tf.Tensor, go_backwards: bool
-):
+) -> tf.Tensor:
     """One LSTM direction from a zero state, written out step by step: inputs [B, T, F] -> outputs [B, T, units]
     in time order (a backward direction's too, as Bidirectional returns them). Keras' gate order (i, f, c, o)."""
     gates = tf.unstack(tf.matmul(inputs, kernel) + bias, axis=1)  # every step's input share in one product
