@@ -41,6 +41,9 @@ class StreamConverter:
 
         self.parallel = parallel
 
+        # Plain TensorFlow ops, no Python control flow on tensors: AutoGraph's rewrite of imaging's source
+        # was ~0.5 s of the pipeline's start-up, a sixth of converting the 5,400 images of the quick set.
+        @tf.autograph.experimental.do_not_convert
         def preprocess(index, data):
             image = imaging.decode_grayscale(data)
             return index, imaging.resize_pad(image, height, width), tf.shape(image)[:2]
