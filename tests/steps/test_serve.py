@@ -336,6 +336,32 @@ def test_unknown_model_uri_is_one_clear_error(launched):
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(
+    "env, pools",
+    [({}, "1 1"), ({"TF_NUM_INTEROP_THREADS": "3", "TF_NUM_INTRAOP_THREADS": "2"}, "3 2")],
+    ids=["default", "user's own"],
+)
+def test_tensorflow_pools_of_one_thread_unless_the_user_sized_them(env, pools):
+    """serve sizes TensorFlow's pools before loading a model (run_server); a user's environment wins."""
+    code = (
+        "import os, tensorflow as tf\n"
+        "from steps.serve import limit_tensorflow_threads\n"
+        "limit_tensorflow_threads()\n"
+        "tf.constant(1) + 1  # TensorFlow starts: its pools are made now\n"
+        "limit_tensorflow_threads()  # a second server in the process changes nothing, and does not fail\n"
+        "from tensorflow.python.eager import context\n"
+        "c = context.context().config\n"
+        "print(c.inter_op_parallelism_threads or os.environ.get('TF_NUM_INTEROP_THREADS'),"
+        " c.intra_op_parallelism_threads or os.environ.get('TF_NUM_INTRAOP_THREADS'))\n"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[-2] == pools
+
+
 # ------------------------------------------------------------------------------ same answer as MLflow's
 
 
