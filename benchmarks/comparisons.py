@@ -5,6 +5,8 @@ targets are spelled only here.
 
 from __future__ import annotations
 
+import statistics
+
 from servers import LEVELS
 
 
@@ -19,8 +21,20 @@ def row(
     measure: dict | None = None,
     note: str = "",
     baseline_name: str = "",
+    rounds: list[tuple[float, float]] | None = None,
 ) -> dict:
-    ratio = ours / baseline if ours is not None and baseline else None
+    """One comparison. With `rounds`, (ours, baseline) of runs that took turns, `ours` and `baseline` are
+    the medians of their runs and the ratio is the median of the rounds' ratios (issue 12's measure: a
+    disturbed round moves it less than it moves a pooled figure), each round's ratio kept as ratio_rounds."""
+    ratio_rounds = None
+    if rounds:
+        ours = statistics.median(o for o, _ in rounds)
+        baseline = statistics.median(b for _, b in rounds)
+        ratio_rounds = [o / b for o, b in rounds if b]
+    if ratio_rounds:
+        ratio = statistics.median(ratio_rounds)
+    else:
+        ratio = ours / baseline if ours is not None and baseline else None
     return {
         "comparison": name,
         "unit": unit,
@@ -28,6 +42,7 @@ def row(
         "baseline": baseline,
         "baseline_name": baseline_name,
         "ratio": ratio,
+        "ratio_rounds": ratio_rounds,
         "better": better,
         "target": target,
         "target_met": met,
@@ -94,22 +109,24 @@ def _preprocess_rows(p: dict, cores: int) -> list[dict]:
     rows = []
     all_cores, one = p["all_cores"], p["one_worker"]
     target = 0.8 * cores
-    ratio = all_cores["images_per_second"] / one["images_per_second"]
-    rows.append(
-        row(
-            f"preprocess: dataset.build images/s, workers=0 ({cores} cores) vs workers=1",
-            "images/s",
-            all_cores["images_per_second"],
-            one["images_per_second"],
-            "higher",
-            f">= {target:.1f}x (0.8 x {cores} cores)",
-            ratio >= target,
-            all_cores["_measure"],
-            f"{all_cores['images']} images; convert time incl. start-up (build wall: "
-            f"{all_cores['build_seconds']:.1f}s vs {one['build_seconds']:.1f}s)",
-            "workers=1",
-        )
+    # (all cores, one worker) images/s per round; results from before the rounds were kept: their best runs
+    rounds = p.get("rounds") or [(all_cores["images_per_second"], one["images_per_second"])]
+    first = row(
+        f"preprocess: dataset.build images/s, workers=0 ({cores} cores) vs workers=1",
+        "images/s",
+        None,
+        None,
+        "higher",
+        f">= {target:.1f}x (0.8 x {cores} cores)",
+        None,
+        all_cores["_measure"],
+        f"{all_cores['images']} images, {len(rounds)} rounds; convert time incl. start-up (build wall: "
+        f"{all_cores['build_seconds']:.1f}s vs {one['build_seconds']:.1f}s)",
+        "workers=1",
+        rounds,
     )
+    first["target_met"] = first["ratio"] >= target
+    rows.append(first)
     if "profile_all" in p:
         a, o = p["profile_all"], p["profile_one"]
         rows.append(
@@ -278,24 +295,27 @@ def _serve_rows(s: dict, requests: int) -> list[dict]:
     processes = "" if defaults else f" ({workers['ours']} processes vs -w {workers['mlflow']})"
     for c in LEVELS:
         c = str(c)
+        rounds = list(zip(ours[c]["runs_images_per_second"], ml[c]["runs_images_per_second"]))
+        throughput = row(
+            f"serve: throughput at concurrency {c}{processes}",
+            "images/s",
+            None,
+            None,
+            "higher",
+            ">= 3x" if c == "8" else "",
+            None,
+            {"load_1min_max": ours[c]["load_1min"], "other_cpu_cores": other},
+            f"{ours[c]['repeats']} x {requests} requests, servers taking turns; runs "
+            f"{ours[c]['runs_images_per_second']} vs {ml[c]['runs_images_per_second']}; all requests pooled "
+            f"{ours[c]['images_per_second']:.0f} vs {ml[c]['images_per_second']:.0f}",
+            "mlflow models serve",
+            rounds,
+        )
         # issue 12's targets: 3x `mlflow models serve` at concurrency 8, p50 <= 5 ms at 1 (README, "Performance"),
         # each server as it starts by default (one process)
-        met = ours[c]["images_per_second"] >= 3 * ml[c]["images_per_second"] if c == "8" and defaults else None
-        rows.append(
-            row(
-                f"serve: throughput at concurrency {c}{processes}",
-                "images/s",
-                ours[c]["images_per_second"],
-                ml[c]["images_per_second"],
-                "higher",
-                ">= 3x" if c == "8" else "",
-                met,
-                {"load_1min_max": ours[c]["load_1min"], "other_cpu_cores": other},
-                f"{ours[c]['repeats']} x {requests} requests, servers taking turns; runs "
-                f"{ours[c]['runs_images_per_second']} vs {ml[c]['runs_images_per_second']}",
-                "mlflow models serve",
-            )
-        )
+        if c == "8" and defaults:
+            throughput["target_met"] = throughput["ratio"] >= 3
+        rows.append(throughput)
     for c in LEVELS:
         c = str(c)
         for q in ("p50", "p95"):

@@ -22,6 +22,15 @@ def fmt(v, unit: str = "") -> str:
     return f"{v:,.0f}"
 
 
+def _ratio(r: dict) -> str:
+    """'2.97x', or for runs that took turns the median of the rounds' ratios and their range: '3.03x (2.72-3.17)'."""
+    if r["ratio"] is None:
+        return "-"
+    rounds = r.get("ratio_rounds") or []
+    spread = f" ({min(rounds):.2f}-{max(rounds):.2f})" if len(rounds) > 1 else ""
+    return f"{r['ratio']:.2f}x{spread}"
+
+
 def table(rows: list[dict]) -> str:
     head = ["comparison", "unit", "ours", "baseline", "ratio", "target", "met?", "load", "other CPU"]
     lines = [head]
@@ -32,7 +41,7 @@ def table(rows: list[dict]) -> str:
                 r["unit"],
                 fmt(r["ours"], r["unit"]),
                 fmt(r["baseline"], r["unit"]),
-                f"{r['ratio']:.2f}x" if r["ratio"] is not None else "-",
+                _ratio(r),
                 r["target"] or "-",
                 fmt(r["target_met"]) if r["target_met"] is not None else "-",
                 f"{r['load_1min']:.2f}" if r["load_1min"] is not None else "-",
@@ -97,7 +106,9 @@ def write(results: dict, output: Path) -> None:
     print(
         f"load average at start {start['load_1min']} (waited {start['waited_seconds']}s); "
         f"'load' = highest 1-min load average during the measurement (the benchmark's own processes count "
-        f"too), 'other CPU' = cores used meanwhile by processes outside the benchmark; ratio = ours / baseline\n"
+        f"too), 'other CPU' = cores used meanwhile by processes outside the benchmark; ratio = ours / baseline, "
+        f"or where the two took turns in rounds, the median of the rounds' ratios (their range in brackets), "
+        f"with the median run of each side\n"
     )
     print(table(rows))
     for phase, when in results.get("kept_from_previous", {}).items():

@@ -36,3 +36,17 @@ def test_nothing_is_kept_from_another_mode_or_a_missing_file(tmp_path):
     _previous(out, "quick")
     res: dict = {}
     assert report.keep_previous(res, out, "full") == {} and res == {}
+
+
+def test_runs_that_took_turns_compare_by_the_median_of_their_rounds_ratios():
+    import comparisons
+
+    # session 19's serving rounds at concurrency 8: ours vs `mlflow models serve`, taking turns
+    rounds = [(626.0, 206.9), (634.9, 233.7), (648.6, 204.3)]
+    r = comparisons.row("serve", "images/s", None, None, "higher", ">= 3x", rounds=rounds)
+    assert r["ours"] == 634.9 and r["baseline"] == 206.9  # each side's median run
+    assert [round(x, 2) for x in r["ratio_rounds"]] == [3.03, 2.72, 3.17]
+    assert round(r["ratio"], 2) == 3.03  # pooled, the same requests give 2.97x
+    assert "| 3.03x (2.72-3.17) |" in report.table([r])
+    plain = comparisons.row("rss", "MB", 795.0, 1040.0, "lower")
+    assert plain["ratio_rounds"] is None and "| 0.76x |" in report.table([plain])
