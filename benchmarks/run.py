@@ -10,7 +10,8 @@ writes benchmarks/results.json with both figures and their ratio for every compa
 
 1. input pipeline: images/s of steps.training.inputs.batches over the TFRecord shards (eval and
    augmenting train readers, steady-state epochs) vs the Keras IAM example's pipeline over the same
-   words as PNG files (benchmarks/keras_baseline.py), both decoding every epoch and as published (.cache());
+   words as PNG files (benchmarks/keras_baseline.py), both decoding every epoch and as published (.cache()),
+   each read as its training reads it (the augmenting one as train's fit: one iterator, repeated);
 2. preprocess: images/s of steps.dataset.build with all cores (workers=0) vs one worker (workers=1),
    and (full mode, --profile) the same conversion with a warm pool, to separate start-up from work;
 3. training: samples/s of Keras fit of the default model (MLproject's train defaults) on our
