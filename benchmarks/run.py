@@ -1,6 +1,6 @@
 """Side-by-side benchmarks of the pipeline against the usual baselines, on the same data and machine.
 
-    python benchmarks/run.py --quick      # 1500 synthetic words, 3 x 60 requests per level: ~5 minutes
+    python benchmarks/run.py --quick      # 1500 synthetic words, 3 x 300 requests per level: ~6 minutes
     python benchmarks/run.py              # 6000 words, 5 x 1000 requests per level, profiles: ~20-30 minutes
     python benchmarks/run.py --quick --phases quality   # only the CER comparison with the Keras example
     python benchmarks/run.py --phases scaling           # preprocess and training at 1x, 4x, 16x the quick set
@@ -69,7 +69,7 @@ MODES = {
     "quick": dict(
         num_words=1500,
         num_writers=WRITERS,
-        requests=60,
+        requests=300,  # per run: 60 lasted a tenth of a second at ~600 images/s, mostly ramp-up
         serve_repeats=3,
         train_epochs=2,
         quality_epochs=6,
