@@ -147,44 +147,46 @@ def _preprocess_rows(p: dict, cores: int) -> list[dict]:
     return rows
 
 
+def _turn_rounds(i: dict, ours: str, baseline: str) -> list[tuple[float, float]] | None:
+    """(ours, baseline) images/s in each round of the two pipelines' turns (phases._time_epochs), or None for
+    a results.json from before turns were kept (session 19 and earlier: the pooled figures are used)."""
+    if "turns" not in i[ours] or "turns" not in i[baseline]:
+        return None
+    return [(oi / os, bi / bs) for (oi, os), (bi, bs) in zip(i[ours]["turns"], i[baseline]["turns"])]
+
+
+def _steady_row(i: dict, ours: str, baseline: str, name: str, target: float | None, note: str, base_name: str):
+    r = row(
+        name,
+        "images/s",
+        i[ours]["steady_images_per_second"],
+        i[baseline]["steady_images_per_second"],
+        "higher",
+        f">= {target:g}x" if target else "",
+        None,
+        i["_measure"],
+        note,
+        base_name,
+        rounds=_turn_rounds(i, ours, baseline),
+    )
+    if target:
+        r["target_met"] = r["ratio"] >= target
+    return r
+
+
 def _input_rows(i: dict) -> list[dict]:
+    base, base_name = "keras_per_epoch_decode", "Keras example, no cache"
     rows = []
-    m = i["_measure"]
-    base = i["keras_per_epoch_decode"]["steady_images_per_second"]
     for key, label, how in (
         ("ours_eval", "eval reader (training=False)", "a new iterator per epoch each"),
         ("ours_train_augment", "training reader with augmentation", "ours one iterator for all epochs as train's fit"),
     ):
-        ours = i[key]["steady_images_per_second"]
-        rows.append(
-            row(
-                f"input: {label}, steady epoch, vs Keras example decoding PNGs each epoch",
-                "images/s",
-                ours,
-                base,
-                "higher",
-                ">= 5x",
-                ours / base >= 5,
-                m,
-                f"{i['images']} train images, batch 32; {how}",
-                "Keras example, no cache",
-            )
-        )
+        name = f"input: {label}, steady epoch, vs Keras example decoding PNGs each epoch"
+        rows.append(_steady_row(i, key, base, name, 5, f"{i['images']} train images, batch 32; {how}", base_name))
     if "ours_train_augment_new_iterator" in i:  # results.json of session 19 and before lack it
-        rows.append(
-            row(
-                "input: training reader with augmentation, a new iterator per epoch, vs Keras example",
-                "images/s",
-                i["ours_train_augment_new_iterator"]["steady_images_per_second"],
-                base,
-                "higher",
-                "",
-                None,
-                m,
-                "each new iterator spends ~50 ms optimizing the warp map: what train would pay without repeat()",
-                "Keras example, no cache",
-            )
-        )
+        name = "input: training reader with augmentation, a new iterator per epoch, vs Keras example"
+        note = "each new iterator spends ~50 ms optimizing the warp map: what train would pay without repeat()"
+        rows.append(_steady_row(i, "ours_train_augment_new_iterator", base, name, None, note, base_name))
     rows.append(
         row(
             "input: first (cold) epoch, eval reader vs Keras example",
@@ -194,26 +196,26 @@ def _input_rows(i: dict) -> list[dict]:
             "higher",
             "",
             None,
-            m,
+            i["_measure"],
             "includes pipeline start-up",
             "Keras example",
         )
     )
+    name = "input: eval reader vs Keras example as published (.batch().cache(): float batches in RAM)"
+    cached = "keras_as_published_cache"
     rows.append(
-        row(
-            "input: eval reader vs Keras example as published (.batch().cache(): float batches in RAM)",
-            "images/s",
-            i["ours_eval"]["steady_images_per_second"],
-            i["keras_as_published_cache"]["steady_images_per_second"],
-            "higher",
-            "",
-            None,
-            m,
-            "steady epoch; both read memory",
-            "Keras example, cached",
-        )
+        _steady_row(i, "ours_eval", cached, name, None, "steady epoch; both read memory", "Keras example, cached")
     )
     return rows
+
+
+def _epoch_rounds(a: dict, b: dict) -> list[tuple[float, float]] | None:
+    """(a, b) samples/s of each round of interleaved steady epochs (the first, tracing, left out); None with
+    fewer than 3 rounds, as results.json of session 19 and before have (their steady figures are used)."""
+    pairs = list(zip(a["epoch_seconds"][1:], b["epoch_seconds"][1:]))
+    if len(pairs) < 3:
+        return None
+    return [(a["images_per_epoch"] / sa, b["images_per_epoch"] / sb) for sa, sb in pairs]
 
 
 def _train_rows(t: dict) -> list[dict]:
@@ -234,6 +236,7 @@ def _train_rows(t: dict) -> list[dict]:
             f"ours augments, the baseline does not; epoch s {o['epoch_seconds']} vs "
             f"{k['epoch_seconds']} (1st: tracing)",
             "same model on Keras pipeline",
+            rounds=_epoch_rounds(o, k),
         )
     )
     ol, kl = o["loop"], k["loop"]
@@ -267,6 +270,7 @@ def _train_rows(t: dict) -> list[dict]:
                 m,
                 f"its wait share {100 * kc['loop']['wait_fraction']:.1f}%",
                 "Keras, cached",
+                rounds=_epoch_rounds(o, kc),
             )
         )
     alone = t["ours"]

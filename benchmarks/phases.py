@@ -101,21 +101,30 @@ def _epoch(ds) -> tuple[int, float]:
 
 
 def _time_epochs(
-    makers: dict, min_warm_seconds: float, min_warm_epochs: int, max_epochs: int, slice_seconds: float = 0.25
+    makers: dict,
+    min_warm_seconds: float,
+    min_warm_epochs: int,
+    max_epochs: int,
+    slice_seconds: float = 0.25,
+    min_turns: int = 3,
 ) -> dict:
     """Epoch 1 of each pipeline is cold (start-up, cache filling); then the pipelines take turns, each
     running whole epochs for about `slice_seconds` per turn, until each has `min_warm_seconds` of warm
-    epochs: load from other processes on a shared machine then falls on all of them alike. A persistent
-    pipeline (Passes) reads one uncounted epoch at the start of each turn."""
+    epochs and `min_turns` turns: load from other processes on a shared machine then falls on all of them
+    alike. Each pipeline's turns are kept as (images, seconds): the n-th turns of two pipelines are a round of
+    the two taking turns (comparisons compares them round by round). A persistent pipeline (Passes) reads one
+    uncounted epoch at the start of each turn."""
     datasets = {name: make() for name, make in makers.items()}
     epochs: dict[str, list[tuple[int, float]]] = {name: [_epoch(ds)] for name, ds in datasets.items()}
+    turns: dict[str, list[tuple[int, float]]] = {name: [] for name in datasets}
 
     def warm(name):
         return sum(e[1] for e in epochs[name][1:])
 
     def done(name):
         n = len(epochs[name]) - 1
-        return n >= max_epochs or (n >= min_warm_epochs and warm(name) >= min_warm_seconds)
+        enough = n >= min_warm_epochs and warm(name) >= min_warm_seconds and len(turns[name]) >= min_turns
+        return n >= max_epochs or enough
 
     while not all(done(n) for n in datasets):
         for name, ds in datasets.items():
@@ -123,9 +132,12 @@ def _time_epochs(
                 continue
             if getattr(ds, "persistent", False):
                 _epoch(ds)  # not counted: it reads what the stream buffered during the others' turns
+            first = len(epochs[name])
             t0 = time.perf_counter()
-            while time.perf_counter() - t0 < slice_seconds and not done(name):
+            while time.perf_counter() - t0 < slice_seconds and len(epochs[name]) - 1 < max_epochs:
                 epochs[name].append(_epoch(ds))
+            if turn := epochs[name][first:]:
+                turns[name].append((sum(i for i, _ in turn), sum(s for _, s in turn)))
     out = {}
     for name, es in epochs.items():
         rates = [i / s for i, s in es[1:]]
@@ -134,6 +146,7 @@ def _time_epochs(
             # Steady state: all warm images over all warm time (robust to one slow epoch), and the median epoch.
             "steady_images_per_second": sum(i for i, _ in es[1:]) / sum(s for _, s in es[1:]),
             "median_epoch_images_per_second": statistics.median(rates),
+            "turns": [[i, round(s, 5)] for i, s in turns[name]],
             "epochs": len(es),
             "images_per_epoch": es[0][0],
             "cold_epoch_seconds": round(es[0][1], 4),

@@ -195,7 +195,7 @@ def phase_train_compare(args: dict) -> dict:
             "first_epoch_samples_per_second": images / sec[0],
             "steady_samples_per_second": images * len(sec[1:]) / sum(sec[1:]),
         }
-    for name, (_net, _ds, images) in runs.items():
+    for name, (net, ds, images) in runs.items():
         loop = _wait_loop(net, ds)
         loop["samples_per_second"] = images / loop.pop("seconds")
         out["pipelines"][name]["loop"] = loop

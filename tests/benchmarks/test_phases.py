@@ -31,3 +31,17 @@ def test_each_timed_epoch_counts_the_images_of_one_pass_for_both_kinds_of_pipeli
     for name in ("finite", "endless"):
         assert timed[name]["images_per_epoch"] == 10
         assert timed[name]["epochs"] >= 3 and timed[name]["steady_images_per_second"] > 0
+
+
+def test_every_pipeline_takes_at_least_three_turns_and_each_turn_is_kept():
+    timed = phases._time_epochs(
+        {"finite": lambda: TEN, "endless": lambda: phases.Passes(TEN.repeat(), 3)},
+        min_warm_seconds=0.0,
+        min_warm_epochs=1,
+        max_epochs=1000,
+        slice_seconds=0.01,
+    )
+    for name in ("finite", "endless"):
+        turns = timed[name]["turns"]
+        assert len(turns) >= 3 and all(images % 10 == 0 and images > 0 for images, _ in turns)
+        assert sum(images for images, _ in turns) == 10 * (timed[name]["epochs"] - 1)  # every warm epoch, once

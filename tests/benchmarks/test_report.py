@@ -50,3 +50,35 @@ def test_runs_that_took_turns_compare_by_the_median_of_their_rounds_ratios():
     assert "| 3.03x (2.72-3.17) |" in report.table([r])
     plain = comparisons.row("rss", "MB", 795.0, 1040.0, "lower")
     assert plain["ratio_rounds"] is None and "| 0.76x |" in report.table([plain])
+
+
+def _pipeline(turns: list | None, steady: float) -> dict:
+    out = {"steady_images_per_second": steady, "cold_images_per_second": steady / 4}
+    return out if turns is None else {**out, "turns": turns}
+
+
+def test_the_input_rows_compare_reader_and_baseline_turn_by_turn():
+    import comparisons
+
+    # 1,000 images a turn; the baseline's second turn was disturbed (twice as slow)
+    ours = _pipeline([[10_000, 0.25], [11_000, 0.25], [9_000, 0.25]], 40_000.0)
+    keras = _pipeline([[1_000, 0.25], [1_000, 0.5], [1_000, 0.25]], 3_000.0)
+    res = {"_measure": {}, "images": 1000, "ours_eval": ours, "ours_train_augment": ours}
+    res |= {"keras_per_epoch_decode": keras, "keras_as_published_cache": keras}
+    augment = comparisons._input_rows(res)[1]
+    assert [round(x) for x in augment["ratio_rounds"]] == [10, 22, 9]
+    assert augment["ratio"] == 10.0 and augment["ours"] == 40_000.0 and augment["target_met"] is True
+    # a results.json from before turns were kept: the steady figures, no rounds
+    old = {**res, "ours_train_augment": _pipeline(None, 12_000.0), "keras_per_epoch_decode": _pipeline(None, 3_000.0)}
+    augment = comparisons._input_rows(old)[1]
+    assert augment["ratio"] == 4.0 and augment["ratio_rounds"] is None and augment["target_met"] is False
+
+
+def test_training_compares_interleaved_epochs_round_by_round_leaving_out_the_tracing_one():
+    import comparisons
+
+    ours = {"images_per_epoch": 1000, "epoch_seconds": [5.8, 3.4, 3.3, 3.5]}
+    keras = {"images_per_epoch": 1000, "epoch_seconds": [5.7, 3.7, 4.0, 3.6]}
+    rounds = comparisons._epoch_rounds(ours, keras)
+    assert [(round(o), round(k)) for o, k in rounds] == [(294, 270), (303, 250), (286, 278)]
+    assert comparisons._epoch_rounds({**ours, "epoch_seconds": [5.8, 3.4]}, keras) is None  # one round: too few
