@@ -106,6 +106,13 @@ def limit_tensorflow_threads(threads: int = TENSORFLOW_THREADS) -> None:
         pass
 
 
+def tensorflow_threads() -> int:
+    """The intra-op threads TensorFlow runs with here (limit_tensorflow_threads's, or the user's; 0: all cores)."""
+    import tensorflow as tf
+
+    return tf.config.threading.get_intra_op_parallelism_threads()
+
+
 def _stop(signum, frame) -> None:
     raise KeyboardInterrupt
 
@@ -214,6 +221,7 @@ def run_server(
     def build(uri: str, alias: str | None):
         """Load, warm up and wrap one model as its own app (the follower calls it for each new version)."""
         model = loading.load(uri)
+        model.preprocess_in_calling_thread(tensorflow_threads())
         warm_up(model)
         info = describe(uri, model)
         info.update(alias=alias or info["alias"], follows=followed and followed[1], pinned=not followed)

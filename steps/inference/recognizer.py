@@ -23,6 +23,7 @@ import tensorflow as tf
 from steps.inference import ctc, imaging
 from steps.inference.calibration import Calibration
 from steps.inference.charset import Charset, CharsetError
+from steps.inference.inline import InlineFunction
 from steps.inference.lite import LiteNetwork
 
 SAVED_MODEL = "saved_model"  # names of the pyfunc model's artifacts
@@ -71,6 +72,16 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
         self._decoders: dict = {}
         # Called as its one concrete function: the restored tf.function's dispatch costs 0.3-0.4 ms a call.
         self._preprocess_one = self.module.preprocess.get_concrete_function(tf.TensorSpec([], tf.string))
+        self._inline: tuple[InlineFunction, InlineFunction] | None = None  # preprocess_in_calling_thread's
+
+    def preprocess_in_calling_thread(self, intra_op_threads: int = 1) -> None:
+        """From now on preprocess with all kernels in the thread that asks (steps/inference/inline.py): for
+        serve, whose one model thread computes everything. Other callers keep TensorFlow's pools, which
+        decode a large batch's images side by side."""
+        self._inline = (
+            InlineFunction(self._preprocess_one, intra_op_threads),
+            InlineFunction(self._preprocess_batch, intra_op_threads),
+        )
 
     def confidence(self, raw: Sequence[float] | np.ndarray) -> list[float]:
         """Raw scores (ctc.decode's) -> calibrated confidences in [0, 1]."""
@@ -83,7 +94,7 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
 
     def _checked_canvas(self, data: bytes) -> np.ndarray:
         try:
-            canvas = self._preprocess_one(tf.constant(data)).numpy()
+            canvas = self._inline[0](data) if self._inline else self._preprocess_one(tf.constant(data)).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             raise imaging.CorruptImage(f"corrupt {imaging.sniff_format(data)} image") from None
         if not canvas.any():
@@ -124,7 +135,10 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
             except imaging.ImageError as e:
                 return [e]
         try:
-            canvases, inked = (t.numpy() for t in self._preprocess_batch(tf.constant(list(images), tf.string)))
+            if self._inline:
+                canvases, inked = self._inline[1](list(images))
+            else:
+                canvases, inked = (t.numpy() for t in self._preprocess_batch(tf.constant(list(images), tf.string)))
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
             return [c for data in images for c in self.canvases_of_checked([data])]
         return [c if ok else imaging.BlankImage(NO_INK) for c, ok in zip(canvases, inked)]

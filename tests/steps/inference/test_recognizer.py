@@ -279,3 +279,25 @@ def test_a_blank_image_is_refused_not_read_as_punctuation(logged):
     assert logged.python_model.recognize([buf.getvalue(), logged.run.pngs[0]])[0] == {
         "error": "the image holds no ink: nothing to read"
     }
+
+
+def test_preprocessing_in_the_calling_thread_gives_the_same_canvases_and_errors(logged):
+    """serve's mode (preprocess_in_calling_thread) against the default: every format, colour over alpha, a
+    blank page and a corrupt file, batched and one at a time."""
+    png = logged.run.pngs[0]
+    tinted, transparent, paper = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").point(lambda v: v // 2).save(tinted, "JPEG")
+    ink = Image.open(io.BytesIO(png)).convert("L").point(lambda v: 255 - v)
+    Image.merge("RGBA", (ink, ink, ink, ink)).save(transparent, "PNG")  # black ink, clear paper
+    Image.new("L", (120, 40), 230).save(paper, "PNG")
+    images = [*logged.run.pngs[:3], *(to_format(png, f) for f in ("TIFF", "BMP", "GIF")), tinted.getvalue()]
+    images += [transparent.getvalue(), paper.getvalue(), png[: len(png) // 2]]
+    default, inline = loading.load(logged.model_uri), loading.load(logged.model_uri)
+    inline.preprocess_in_calling_thread()
+    for batch in (images, *([image] for image in images)):
+        for a, b in zip(default.canvases_of_checked(batch), inline.canvases_of_checked(batch), strict=True):
+            if isinstance(a, Exception):
+                assert type(a) is type(b) and str(a) == str(b)
+            else:
+                np.testing.assert_array_equal(a, b)
+    assert inline.recognize([png])[0]["text"] == training_path(logged.run, png)[0]
