@@ -6,7 +6,7 @@ one model-call thread does all the computing, that is a hand-over to another thr
 on a busy machine the pool's thread also waits for a core. A TF1-style Session whose ConfigProto asks for
 inter_op_parallelism_threads < 0 runs its graph's kernels in the caller's thread (what a negative value
 means there); the graph is the function itself, so the outputs are the same bytes (tests compare them).
-Served at concurrency 8 on 2 cores: 695 against 567 images/s in alternating rounds (README, "Performance",
+Served at concurrency 8 on 2 cores: 752 against 646 images/s in alternating rounds (README, "Performance",
 session 20). Large batches on many cores are another matter: the pool runs their images side by side, so
 only serve asks for this (HandwritingModel.preprocess_in_calling_thread).
 """
