@@ -50,13 +50,13 @@ def main() -> None:
     parser.add_argument("--out", default=".")
     args = parser.parse_args()
     import tensorflow as tf
-    from tensorflow_io.python.ops import core_ops
 
     from steps.dataset.info import DatasetInfo
+    from steps.inference import imaging
     from steps.inference.calibration import expected_calibration_error, isotonic, reliability
     from steps.reports import plots
 
-    core_ops.io_decode_tiff  # noqa: B018  (the SavedModel's TIFF branch needs the op loaded, as in recognizer.py)
+    imaging.tiff_op()  # the SavedModel's TIFF branch needs the op registered, as in recognizer.py
     module = tf.saved_model.load(args.saved_model)
     characters = module.charset()
     info = DatasetInfo.load(args.dataset)

@@ -50,10 +50,7 @@ class HandwritingModel(mlflow.pyfunc.PythonModel):
     def _load(
         self, saved_model: Path, charset_path: Path, calibration_path: Path | None = None, lite_path: Path | None = None
     ) -> None:
-        # tensorflow-io registers its ops lazily; the SavedModel's TIFF branch needs IO>DecodeTiff loaded.
-        from tensorflow_io.python.ops import core_ops
-
-        core_ops.io_decode_tiff  # noqa: B018  (attribute access loads the op library)
+        imaging.tiff_op()  # the SavedModel's TIFF branch needs IO>DecodeTiff registered before loading
 
         self.module = tf.saved_model.load(str(saved_model))
         self.charset = Charset.load(charset_path)

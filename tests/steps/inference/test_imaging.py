@@ -67,6 +67,43 @@ def test_sniff_format_knows_both_tiff_byte_orders():
     assert imaging.sniff_format(b"MM\x00*rest") == "TIFF"
 
 
+# Each in a fresh process: which of the two loads tensorflow-io's op library first is the point.
+_TIFF_BOTH_WAYS = """
+import io, sys
+import numpy as np, tensorflow as tf
+from PIL import Image
+from steps.inference import imaging
+buf = io.BytesIO()
+Image.fromarray(np.arange(12 * 20 * 3, dtype=np.uint8).reshape(12, 20, 3)).save(buf, format="TIFF")
+data = buf.getvalue()
+if sys.argv[1] == "tfio-first":
+    import tensorflow_io as tfio
+    theirs = tfio.experimental.image.decode_tiff(data)
+ours = imaging.tiff_op()(data, index=0)
+traced = tf.function(lambda d: imaging.tiff_op()(d, index=0))(tf.constant(data))
+if sys.argv[1] == "ours-first":
+    import tensorflow_io as tfio
+    theirs = tfio.experimental.image.decode_tiff(data)
+assert ours.shape == (12, 20, 4), ours.shape
+assert (ours.numpy() == theirs.numpy()).all() and (traced.numpy() == ours.numpy()).all()
+print("same", int(ours.numpy()[..., :3].sum()))
+"""
+
+
+@pytest.mark.parametrize("order", ["ours-first", "tfio-first"])
+def test_tiff_op_decodes_as_tensorflow_io_does_whichever_loads_its_library_first(order):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(imaging.__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _TIFF_BOTH_WAYS, order], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["same", str(int(np.arange(12 * 20 * 3, dtype=np.uint8).sum()))]
+
+
 @pytest.mark.parametrize("fmt", ["BMP", "GIF", "TIFF"])
 def test_lossless_formats_give_the_same_canvas_as_png(fmt):
     reference = imaging.preprocess_bytes(tf.constant(PNG), H, W).numpy()
