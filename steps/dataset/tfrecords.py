@@ -84,6 +84,13 @@ def parse(serialized: tf.Tensor, height: int, width: int) -> dict[str, tf.Tensor
     return {"id": ex["id"], "writer": ex["writer"], "text": ex["text"], "image": image}
 
 
+def parse_many(serialized: tf.Tensor, height: int, width: int) -> dict[str, tf.Tensor]:
+    """parse for a vector of serialized examples: {id, writer, text: string [N]; image: uint8 [N, height, width, 1]}."""
+    ex = tf.io.parse_example(serialized, _FEATURES)
+    image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, height, width, 1])
+    return {"id": ex["id"], "writer": ex["writer"], "text": ex["text"], "image": image}
+
+
 def shard_name(split: str, index: int, count: int) -> str:
     return config.SHARD_PATTERN.format(split=split, index=index, count=count)
 

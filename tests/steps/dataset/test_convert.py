@@ -398,3 +398,14 @@ def test_convert_in_a_process_where_tf_already_ran_counts_missing_images_and_wri
     assert all(len(v) <= 2 for v in result.previews.values())
     text, canvas = result.previews["train"][0]
     assert isinstance(text, str) and canvas.shape == (H, W, 1) and canvas.dtype == np.uint8
+    # the sample grid shows what the shards hold: each preview is a stored record, text and canvas
+    stored = {
+        (ex["text"].decode(), ex["image"].tobytes())
+        for name in set(result.written.values())
+        for ex in tf.data.TFRecordDataset(str(tmp_path / name))
+        .map(lambda r: tfrecords.parse(r, H, W))
+        .as_numpy_iterator()
+    }
+    shown = [(t, c.tobytes()) for items in result.previews.values() for t, c in items]
+    assert len(shown) == sum(min(2, n) for n in Counter(s.split for s in samples if s.id in result.written).values())
+    assert all(item in stored for item in shown)

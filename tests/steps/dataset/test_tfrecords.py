@@ -54,6 +54,19 @@ def test_parse_works_eagerly_on_one_record():
     assert ex["text"].numpy().decode() == text
 
 
+def test_parse_many_reads_a_vector_of_records_as_parse_reads_each():
+    items = samples(5)
+    records = [tfrecords.serialize(*item) for item in items]
+    many = tfrecords.parse_many(tf.constant(records), H, W)
+    assert many["image"].shape == (5, H, W, 1)
+    for i, record in enumerate(records):
+        one = tfrecords.parse(tf.constant(record), H, W)
+        np.testing.assert_array_equal(many["image"][i].numpy(), one["image"].numpy())
+        np.testing.assert_array_equal(many["image"][i].numpy(), items[i][3])
+        assert many["text"][i].numpy() == one["text"].numpy() == items[i][2].encode("utf-8")
+        assert many["id"][i].numpy().decode() == items[i][0]
+
+
 def test_parse_with_the_wrong_canvas_size_fails_loudly():
     ((sample_id, writer, text, canvas),) = samples(1)
     record = tf.constant(tfrecords.serialize(sample_id, writer, text, canvas))
