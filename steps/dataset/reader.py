@@ -40,6 +40,18 @@ def records(
     return ds.apply(tf.data.experimental.assert_cardinality(info.samples[split]))
 
 
+def texts(info: DatasetInfo, split: str) -> list[str]:
+    """The texts of a split, in record order: one pass, with no tf.data autotuning thread.
+
+    An iterator with that thread waits for its next wake-up when dropped: up to 0.6 s after reading the
+    4,066 texts of the benchmark's training split in 0.5 s, and its period grows with the read.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    ds = records(info, split).map(lambda ex: ex["text"]).with_options(options)
+    return [t.decode() for t in ds.as_numpy_iterator()]
+
+
 def label_encoder(chars: Charset, max_length: int):
     """text (scalar string) -> int32 [max_length] class ids (1..n), padded with the blank 0."""
     table = tf.lookup.StaticHashTable(

@@ -276,8 +276,8 @@ def fit(
     else:
         train_ds = heads(inputs.batches(info, "train", global_batch, training=cfg.augment, seed=cfg.seed)).repeat()
     val_ds = inputs.batches(info, "val", global_batch)
-    val_texts = [t.decode() for t in reader.records(info, "val").map(lambda ex: ex["text"]).as_numpy_iterator()]
-    train_texts = [t.decode() for t in reader.records(info, "train").map(lambda ex: ex["text"]).as_numpy_iterator()]
+    val_texts = reader.texts(info, "val")
+    train_texts = reader.texts(info, "train")
     check_feasible(cfg, info, train_texts)
     with dist.scope():
         net, trainer = modelib.build_for_training(

@@ -230,6 +230,14 @@ def test_records_cardinality_matches_stats_and_records_round_trip(dataset_dir):
         assert all(ex["image"].shape == (H, W, 1) and ex["image"].dtype == np.uint8 for ex in got)
 
 
+def test_texts_are_every_record_text_of_the_split_in_record_order(dataset_dir):
+    info = DatasetInfo.load(str(dataset_dir))
+    for split, texts in TEXTS.items():
+        in_records = [ex["text"].decode() for ex in reader.records(info, split).as_numpy_iterator()]
+        assert reader.texts(info, split) == in_records
+        assert sorted(in_records) == sorted(texts)
+
+
 def test_the_shuffled_training_stream_is_the_same_for_the_same_seed(tmp_path):
     """Two trainings with one seed must see the same batches: the shard files are read in parallel, and an
     order that followed thread timing made same-seed runs train on different data."""
