@@ -124,7 +124,7 @@ def main(model_uri: str, data: str, split: str, beam_width: int, lexicon: str) -
             wanted = analysis.wanted_ids(rows)
             canvases = {
                 ex["id"].decode(): ex["image"]
-                for ex in reader.records(dataset, split).as_numpy_iterator()
+                for ex in reader.single_pass(reader.records(dataset, split)).as_numpy_iterator()
                 if ex["id"].decode() in wanted
             }
             analysis.error_plots(rows, canvases, out, unit)

@@ -236,6 +236,9 @@ def test_texts_are_every_record_text_of_the_split_in_record_order(dataset_dir):
         in_records = [ex["text"].decode() for ex in reader.records(info, split).as_numpy_iterator()]
         assert reader.texts(info, split) == in_records
         assert sorted(in_records) == sorted(texts)
+        once = reader.single_pass(reader.records(info, split))
+        assert once.options().autotune.enabled is False  # nothing to wait for when it is dropped
+        assert [ex["text"].decode() for ex in once.as_numpy_iterator()] == in_records
 
 
 def test_the_shuffled_training_stream_is_the_same_for_the_same_seed(tmp_path):
